@@ -1,0 +1,57 @@
+# The two commands of README.md: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: install run test lint check test-sqlite test-postgres clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalls only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) manage.py migrate --noinput
+	@echo ""
+	@echo "  API:       http://$(HOST):$(PORT)/api/  (docs: http://$(HOST):$(PORT)/api/docs)"
+	@echo "  Register:  curl -X POST http://$(HOST):$(PORT)/api/auth/register -H 'Content-Type: application/json' \\"
+	@echo "               -d '{\"username\": \"alice\", \"email\": \"alice@example.com\", \"password\": \"a-long-passphrase\"}'"
+	@echo "  Token:     curl -X POST http://$(HOST):$(PORT)/api/auth/token -H 'Content-Type: application/json' \\"
+	@echo "               -d '{\"username\": \"alice\", \"password\": \"a-long-passphrase\"}'"
+	@echo ""
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn -c config/gunicorn.conf.py config.wsgi
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+check: install
+	env -u DATABASE_URL $(PY) manage.py check
+	env -u DATABASE_URL $(PY) manage.py makemigrations --check --dry-run
+
+test-sqlite: install
+	env -u DATABASE_URL $(BIN)/pytest $(PYTEST_ARGS)
+
+# Runs only when DATABASE_URL is set (.ci/run sets it to PostgreSQL).
+test-postgres: install
+	@if [ -n "$$DATABASE_URL" ]; then \
+		echo "== the suite again on $${DATABASE_URL%%@*}@… =="; \
+		$(BIN)/pytest $(PYTEST_ARGS); \
+	else \
+		echo "DATABASE_URL is not set: the PostgreSQL run is skipped"; \
+	fi
+
+test: lint check test-sqlite test-postgres
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

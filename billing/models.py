@@ -1,0 +1,1 @@
+# Budgets, reservations and the token ledger arrive with the message/billing work.

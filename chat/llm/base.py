@@ -1,0 +1,74 @@
+"""The provider interface the rest of the code uses.
+
+    provider = get_provider()
+    stream = provider.stream_reply(system_prompt=..., history=[Turn("user", ...), ...],
+                                   message="...", max_output_tokens=512)
+    for delta in stream:          # text deltas, as they arrive; raises LLMError subclasses
+        ...
+    stream.result                 # StreamResult(finish_reason, usage) once exhausted
+    stream.close()                # abandon the call (client went away); idempotent
+
+Providers never raise anything but `LLMError` subclasses from `stream_reply`, iteration
+or `count_tokens`: SDK and network exceptions are mapped inside the provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    role: Literal["user", "model"]
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The provider's own usage report (exact; what it bills)."""
+
+    input_tokens: int
+    output_tokens: int
+    thinking_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens + self.thinking_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    # "stop", "max_tokens", "safety", or the provider's reason in lower case.
+    finish_reason: str
+    usage: Usage | None
+
+
+class ReplyStream(Protocol):
+    def __iter__(self) -> Iterator[str]: ...
+
+    @property
+    def result(self) -> StreamResult | None:
+        """Set once the stream ended normally; None before that or after a failure."""
+
+    def close(self) -> None: ...
+
+
+class LLMProvider(Protocol):
+    name: str  # "gemini" | "local"
+    model: str
+
+    def status(self) -> str:
+        """ "ok", "unavailable" (e.g. no API key) or "not_configured"."""
+
+    def stream_reply(
+        self,
+        *,
+        system_prompt: str,
+        history: Sequence[Turn],
+        message: str,
+        max_output_tokens: int,
+    ) -> ReplyStream: ...
+
+    def count_tokens(self, text: str) -> int: ...

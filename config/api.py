@@ -1,0 +1,245 @@
+"""The API envelope, shared by every app.
+
+Success: {"status": "success", "message": str?, "data": ...}
+Error:   {"status": "error", "error": {"code": str, "message": str, "details": ...}}
+
+Services raise `ServiceError` subclasses that carry a stable code and status; the
+DRF exception handler and the Django error handlers below turn every failure under
+/api/ into the error envelope, so a view never builds an error body itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status as http
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+
+
+class ServiceError(Exception):
+    """A failure with a stable machine-readable code, raised by services."""
+
+    code = "error"
+    status = http.HTTP_400_BAD_REQUEST
+    default_message = "The request could not be completed."
+
+    def __init__(self, message: str | None = None, *, details: Any = None, headers=None):
+        self.message = message or self.default_message
+        self.details = details
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class ValidationFailed(ServiceError):
+    code = "validation_error"
+    status = http.HTTP_400_BAD_REQUEST
+    default_message = "The request is not valid."
+
+
+def success(data: Any = None, *, message: str | None = None, status: int = 200, headers=None):
+    body: dict[str, Any] = {"status": "success"}
+    if message is not None:
+        body["message"] = message
+    body["data"] = data
+    return Response(body, status=status, headers=headers)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict:
+    return {"status": "error", "error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(code: str, message: str, status: int, details: Any = None, headers=None):
+    response = JsonResponse(error_body(code, message, details), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+# DRF's own exceptions, by class, to our codes.
+_DRF_CODES: list[tuple[type[Exception], str]] = [
+    (drf_exceptions.ParseError, "parse_error"),
+    (drf_exceptions.ValidationError, "validation_error"),
+    (drf_exceptions.NotAuthenticated, "not_authenticated"),
+    (drf_exceptions.AuthenticationFailed, "authentication_failed"),
+    (drf_exceptions.PermissionDenied, "forbidden"),
+    (drf_exceptions.NotFound, "not_found"),
+    (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
+    (drf_exceptions.NotAcceptable, "not_acceptable"),
+    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
+    (drf_exceptions.Throttled, "throttled"),
+]
+
+
+def _drf_code(exc: drf_exceptions.APIException) -> str:
+    # simplejwt's InvalidToken is an AuthenticationFailed with code "token_not_valid".
+    if getattr(exc, "default_code", None) == "token_not_valid":
+        return "token_not_valid"
+    for cls, code in _DRF_CODES:
+        if isinstance(exc, cls):
+            return code
+    return getattr(exc, "default_code", "error")
+
+
+def _drf_message(exc: drf_exceptions.APIException) -> str:
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return "The request is not valid."
+    detail = exc.detail
+    if isinstance(detail, dict) and "detail" in detail:
+        return str(detail["detail"])
+    if isinstance(detail, dict | list):
+        return str(exc.default_detail)
+    return str(detail)
+
+
+def _drf_details(exc: drf_exceptions.APIException) -> Any:
+    detail = exc.detail
+    if isinstance(exc, drf_exceptions.ValidationError):
+        return detail
+    if isinstance(detail, dict):
+        # simplejwt puts its reasons under "messages"; the rest repeats the message.
+        return {"messages": detail["messages"]} if "messages" in detail else None
+    return None
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's EXCEPTION_HANDLER: every exception raised in an API view becomes the envelope."""
+    if isinstance(exc, ServiceError):
+        set_rollback()
+        return Response(
+            {"status": "error", "error": exc.as_dict()}, status=exc.status, headers=exc.headers
+        )
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        return Response(
+            error_body("payload_too_large", "The request body is too large."),
+            status=http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+
+    if isinstance(exc, drf_exceptions.APIException):
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        set_rollback()
+        return Response(
+            error_body(_drf_code(exc), _drf_message(exc), _drf_details(exc)),
+            status=exc.status_code,
+            headers=headers,
+        )
+
+    view = context.get("view")
+    logger.exception("Unhandled error in %s", type(view).__name__ if view else "API view")
+    set_rollback()
+    return Response(
+        error_body("internal_error", "An unexpected error occurred."),
+        status=http.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+class EnvelopePagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+    def get_paginated_response(self, data):
+        return success(
+            {
+                "count": self.page.paginator.count,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema):
+        return envelope_schema(super().get_paginated_response_schema(schema))
+
+
+def envelope_schema(data_schema: dict) -> dict:
+    return {
+        "type": "object",
+        "required": ["status", "data"],
+        "properties": {
+            "status": {"type": "string", "enum": ["success"]},
+            "message": {"type": "string"},
+            "data": data_schema,
+        },
+    }
+
+
+def is_api_request(request) -> bool:
+    return request.path.startswith(API_PREFIX)
+
+
+class ApiErrorMiddleware:
+    """Keeps HTML out of /api/: oversize bodies are answered 413 in the envelope.
+
+    DRF reads the body from the stream without Django's size check, so the check is
+    made here, once, for every API request that carries one.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if is_api_request(request) and request.method in ("POST", "PUT", "PATCH"):
+            try:
+                request.body  # noqa: B018 - reads and size-checks the body
+            except RequestDataTooBig:
+                return error_response(
+                    "payload_too_large",
+                    f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+                    http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                )
+        return self.get_response(request)
+
+
+def handler404(request, exception=None):
+    if is_api_request(request):
+        return error_response("not_found", "Not found.", http.HTTP_404_NOT_FOUND)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if is_api_request(request):
+        return error_response(
+            "internal_error", "An unexpected error occurred.", http.HTTP_500_INTERNAL_SERVER_ERROR
+        )
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def handler400(request, exception=None):
+    if is_api_request(request):
+        return error_response("bad_request", "Bad request.", http.HTTP_400_BAD_REQUEST)
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
+def handler403(request, exception=None):
+    if is_api_request(request):
+        return error_response("forbidden", "Forbidden.", http.HTTP_403_FORBIDDEN)
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception)

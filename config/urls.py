@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    # billing first: it owns /api/chat/token-stats, which chat's /api/chat/<id> would shadow.
+    path("api/", include("billing.urls")),
+    path("api/", include("accounts.urls")),
+    path("api/", include("chat.urls")),
+]
+
+handler400 = "config.api.handler400"
+handler403 = "config.api.handler403"
+handler404 = "config.api.handler404"
+handler500 = "config.api.handler500"

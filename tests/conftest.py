@@ -1,0 +1,56 @@
+import pytest
+from django.db import connection
+from model_bakery import baker
+from rest_framework.test import APIClient
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `postgres` need row locks and real concurrency: skip them on SQLite."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL (row locking / concurrency); set DATABASE_URL")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def user(db):
+    return baker.make("accounts.User", username="alice", email="alice@example.com")
+
+
+@pytest.fixture
+def other_user(db):
+    return baker.make("accounts.User", username="bob", email="bob@example.com")
+
+
+@pytest.fixture
+def staff_user(db):
+    return baker.make("accounts.User", username="staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def auth_client(user):
+    client = APIClient()
+    client.force_authenticate(user=user)
+    return client
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
