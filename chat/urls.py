@@ -1,3 +1,7 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from chat import views
+
+urlpatterns = [
+    path("chat/<str:chat_id>/message", views.MessageView.as_view(), name="chat-message"),
+]

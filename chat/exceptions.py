@@ -1,0 +1,31 @@
+from rest_framework import status as http
+
+from config.api import ServiceError
+
+
+class RateLimited(ServiceError):
+    code = "rate_limited"
+    status = http.HTTP_429_TOO_MANY_REQUESTS
+    default_message = "You are sending messages too quickly."
+
+    def __init__(self, message=None, *, retry_after: int = 1):
+        retry_after = max(1, retry_after)
+        super().__init__(
+            message,
+            details={"retry_after": retry_after},
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class TokenLimitReached(ServiceError):
+    """The reply was stopped because the monthly budget ran out while it streamed."""
+
+    code = "token_limit_reached"
+    status = http.HTTP_403_FORBIDDEN
+    default_message = "The monthly token budget ran out while the reply was streaming."
+
+
+class StreamFailed(ServiceError):
+    code = "internal_error"
+    status = http.HTTP_500_INTERNAL_SERVER_ERROR
+    default_message = "An unexpected error occurred while streaming the reply."

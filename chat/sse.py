@@ -1,0 +1,22 @@
+"""Server-Sent Events framing, in one place.
+
+Every event is `id: <n>` + `data: <one JSON object>` + a blank line. The payload is always
+JSON-encoded, so model text containing newlines or `data:` can never forge an event.
+"""
+
+import json
+
+KEEP_ALIVE = b": keep-alive\n\n"
+
+HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx and similar proxies: do not buffer this response.
+    "X-Accel-Buffering": "no",
+}
+CONTENT_TYPE = "text/event-stream"
+
+
+def event(data: dict, id: int) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # "replace": a lone surrogate from upstream must not break the stream.
+    return f"id: {id}\ndata: {payload}\n\n".encode("utf-8", "replace")
