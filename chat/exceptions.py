@@ -3,6 +3,30 @@ from rest_framework import status as http
 from config.api import ServiceError
 
 
+class InvalidChatId(ServiceError):
+    code = "invalid_chat_id"
+    status = http.HTTP_400_BAD_REQUEST
+    default_message = "The chat id is not a valid UUID."
+
+
+class ChatNotFound(ServiceError):
+    code = "chat_not_found"
+    status = http.HTTP_404_NOT_FOUND
+    default_message = "Chat not found."
+
+
+class ChatForbidden(ServiceError):
+    code = "forbidden"
+    status = http.HTTP_403_FORBIDDEN
+    default_message = "This chat belongs to someone else."
+
+
+class ChatLimitReached(ServiceError):
+    code = "chat_limit_reached"
+    status = http.HTTP_409_CONFLICT
+    default_message = "You have reached the maximum number of active chats."
+
+
 class RateLimited(ServiceError):
     code = "rate_limited"
     status = http.HTTP_429_TOO_MANY_REQUESTS

@@ -1,6 +1,8 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from chat.models import Chat, Message
+
 
 class MessageTextField(serializers.CharField):
     """A JSON string, trimmed; numbers and lists are refused rather than turned into text."""
@@ -23,3 +25,51 @@ class MessageInputSerializer(serializers.Serializer):
                 f"Ensure this field has no more than {limit} characters."
             )
         return value
+
+
+class ChatInputSerializer(serializers.Serializer):
+    title = MessageTextField(required=False, allow_blank=True, max_length=200, default="")
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = [
+            "id",
+            "role",
+            "content",
+            "status",
+            "input_tokens",
+            "output_tokens",
+            "tokens_used",
+            "token_source",
+            "finish_reason",
+            "error_code",
+            "created_at",
+        ]
+
+
+class ChatSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Chat
+        fields = ["id", "title", "is_active", "created_at", "updated_at"]
+
+
+class TokenStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    average = serializers.FloatField()
+    maximum = serializers.IntegerField()
+    message_count = serializers.IntegerField()
+
+
+class ChatDetailSerializer(ChatSerializer):
+    messages = MessageSerializer(many=True)
+    token_stats = TokenStatsSerializer()
+
+    class Meta(ChatSerializer.Meta):
+        fields = [*ChatSerializer.Meta.fields, "messages", "token_stats"]
+
+
+class ChatDeletedSerializer(serializers.Serializer):
+    chat_id = serializers.UUIDField()
+    deleted_at = serializers.DateTimeField()

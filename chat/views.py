@@ -1,10 +1,68 @@
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
 from rest_framework.views import APIView
 
-from chat import sse
-from chat.serializers import MessageInputSerializer
+from chat import selectors, services, sse
+from chat.serializers import (
+    ChatDeletedSerializer,
+    ChatDetailSerializer,
+    ChatInputSerializer,
+    ChatSerializer,
+    MessageInputSerializer,
+)
 from chat.streaming import start_reply
+from config.api import EnvelopePagination, error_responses, success, success_schema
+
+
+class ChatListView(APIView):
+    @extend_schema(
+        operation_id="chat_list",
+        responses={200: success_schema(ChatSerializer, paginated=True), **error_responses(401)},
+    )
+    def get(self, request):
+        paginator = EnvelopePagination()
+        page = paginator.paginate_queryset(selectors.chats_for(user=request.user), request, self)
+        return paginator.get_paginated_response(ChatSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="chat_create",
+        request=ChatInputSerializer,
+        responses={201: success_schema(ChatSerializer), **error_responses(400, 401, 409)},
+    )
+    def post(self, request):
+        payload = ChatInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        chat = services.create_chat(user=request.user, title=payload.validated_data["title"])
+        return success(ChatSerializer(chat).data, status=status.HTTP_201_CREATED)
+
+
+class ChatDetailView(APIView):
+    @extend_schema(
+        operation_id="chat_detail",
+        responses={
+            200: success_schema(ChatDetailSerializer),
+            **error_responses(400, 401, 403, 404),
+        },
+    )
+    def get(self, request, chat_id: str):
+        detail = selectors.chat_detail(user=request.user, chat_id=chat_id)
+        return success(ChatDetailSerializer(detail).data)
+
+    @extend_schema(
+        operation_id="chat_delete",
+        responses={
+            200: success_schema(ChatDeletedSerializer),
+            **error_responses(400, 401, 403, 404),
+        },
+    )
+    def delete(self, request, chat_id: str):
+        chat = selectors.access_chat(user=request.user, chat_id=chat_id)
+        chat = services.soft_delete_chat(chat=chat)
+        return success(
+            {"chat_id": chat.pk, "deleted_at": chat.deleted_at},
+            message="Chat deleted successfully",
+        )
 
 
 class MessageView(APIView):
@@ -21,6 +79,7 @@ class MessageView(APIView):
                     "`: keep-alive` comments while the model is silent."
                 )
             ),
+            **error_responses(400, 401, 403, 404, 429, 502, 503, 504),
         },
     )
     def post(self, request, chat_id: str):

@@ -10,6 +10,7 @@ DRF exception handler and the Django error handlers below turn every failure und
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -168,21 +169,6 @@ class EnvelopePagination(PageNumberPagination):
             }
         )
 
-    def get_paginated_response_schema(self, schema):
-        return envelope_schema(super().get_paginated_response_schema(schema))
-
-
-def envelope_schema(data_schema: dict) -> dict:
-    return {
-        "type": "object",
-        "required": ["status", "data"],
-        "properties": {
-            "status": {"type": "string", "enum": ["success"]},
-            "message": {"type": "string"},
-            "data": data_schema,
-        },
-    }
-
 
 def is_api_request(request) -> bool:
     return request.path.startswith(API_PREFIX)
@@ -243,3 +229,79 @@ def handler403(request, exception=None):
     from django.views.defaults import permission_denied
 
     return permission_denied(request, exception)
+
+
+# --- OpenAPI: the envelope around every documented response ---------------------------
+
+_STATUS_TEXT = {
+    400: "Invalid input (codes: validation_error, parse_error, invalid_chat_id, content_blocked).",
+    401: "Missing, invalid or expired token.",
+    403: "Forbidden (forbidden, token_limit_exceeded).",
+    404: "Not found (chat_not_found, not_found).",
+    409: "Conflict (chat_limit_reached).",
+    413: "The request body is too large.",
+    429: "Too many requests (rate_limited, throttled); see Retry-After.",
+    502: "The model service failed before any output (upstream_error).",
+    503: "The model is unavailable (llm_unavailable, upstream_rate_limited).",
+    504: "The model did not answer in time (upstream_timeout).",
+}
+
+
+@functools.cache
+def _error_envelope_serializer():
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    return inline_serializer(
+        "ErrorEnvelope",
+        {
+            "status": serializers.ChoiceField(choices=["error"]),
+            "error": inline_serializer(
+                "Error",
+                {
+                    "code": serializers.CharField(),
+                    "message": serializers.CharField(),
+                    "details": serializers.JSONField(allow_null=True),
+                },
+            ),
+        },
+    )
+
+
+def error_responses(*statuses: int) -> dict:
+    """drf-spectacular responses for the given error statuses, each in the error envelope."""
+    from drf_spectacular.utils import OpenApiResponse
+
+    return {
+        status: OpenApiResponse(_error_envelope_serializer(), description=_STATUS_TEXT[status])
+        for status in statuses
+    }
+
+
+@functools.cache
+def success_schema(serializer_class, *, paginated: bool = False):
+    """A component for `{"status": "success", "message"?, "data": <serializer>}`."""
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    name = serializer_class.__name__.removesuffix("Serializer")
+    data = serializer_class()
+    if paginated:
+        data = inline_serializer(
+            f"{name}Page",
+            {
+                "count": serializers.IntegerField(),
+                "next": serializers.URLField(allow_null=True),
+                "previous": serializers.URLField(allow_null=True),
+                "results": serializer_class(many=True),
+            },
+        )
+        name = f"{name}Page"
+    return inline_serializer(
+        f"{name}Envelope",
+        {
+            "status": serializers.ChoiceField(choices=["success"]),
+            "message": serializers.CharField(required=False),
+            "data": data,
+        },
+    )

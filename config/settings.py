@@ -197,6 +197,8 @@ GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
 FIRST_TOKEN_TIMEOUT_S = env.float("FIRST_TOKEN_TIMEOUT_S", default=30.0)
 SSE_KEEPALIVE_S = env.float("SSE_KEEPALIVE_S", default=15.0)
 LOCAL_LLM_CHUNK_DELAY_MS = env.int("LOCAL_LLM_CHUNK_DELAY_MS", default=40)
+# 0: natural chunks of a few words; N > 0: exactly N chunks (benchmarks).
+LOCAL_LLM_CHUNKS = env.int("LOCAL_LLM_CHUNKS", default=0)
 
 SYSTEM_PROMPT_FILE = env.str("SYSTEM_PROMPT_FILE", default="")
 SYSTEM_PROMPT = env.str(
@@ -216,6 +218,8 @@ MESSAGE_RATE_LIMIT_MS = env.int("MESSAGE_RATE_LIMIT_MS", default=1000)
 MAX_TOKENS_PER_MESSAGE = env.int("MAX_TOKENS_PER_MESSAGE", default=5000)  # characters
 CONTEXT_MESSAGES = env.int("CONTEXT_MESSAGES", default=10)
 TOKEN_OVERHEAD = env.int("TOKEN_OVERHEAD", default=10)
+# The count-tokens function billing uses (text -> int); billing does not import chat.
+TOKEN_COUNTER = "chat.llm.count_tokens"  # noqa: S105 - a dotted path, not a secret
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
 

@@ -1,0 +1,208 @@
+"""Budgets, reservations and the ledger: every change to `used` or `reserved` happens here,
+inside a transaction with the budget row locked, and every change to `used` writes a
+ledger entry, so that for each user and month used == sum(ledger.total)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from billing.exceptions import BudgetExceeded
+from billing.models import LedgerEntry, TokenBudget, TokenReservation
+
+logger = logging.getLogger(__name__)
+
+
+def current_period(now: datetime | None = None) -> date:
+    now = now or timezone.now()
+    return now.astimezone(UTC).date().replace(day=1)
+
+
+def next_period(period: date) -> date:
+    return (period.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def limit_for(user) -> int:
+    custom = getattr(user, "monthly_token_limit", None)
+    return settings.DEFAULT_TOKEN_LIMIT if custom is None else custom
+
+
+def get_budget(*, user, period: date | None = None) -> TokenBudget:
+    """The user's budget row for the month, opened on first use (no cron needed)."""
+    period = period or current_period()
+    try:
+        return TokenBudget.objects.get(user=user, period=period)
+    except TokenBudget.DoesNotExist:
+        pass
+    try:
+        with transaction.atomic():
+            return TokenBudget.objects.create(user=user, period=period, limit=limit_for(user))
+    except IntegrityError:  # another request opened it first
+        return TokenBudget.objects.get(user=user, period=period)
+
+
+def _locked_budget(*, user, period: date | None = None) -> TokenBudget:
+    budget = get_budget(user=user, period=period)
+    return TokenBudget.objects.select_for_update(no_key=True).get(pk=budget.pk)
+
+
+def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenReservation:
+    """Hold input + output for one reply; cap the output to what the budget has left.
+
+    Raises BudgetExceeded when the remaining budget cannot cover the input and at least
+    one output token.
+    """
+    with transaction.atomic():
+        budget = _locked_budget(user=user)
+        remaining = budget.limit - budget.used - budget.reserved
+        if remaining - input_tokens < 1:
+            raise BudgetExceeded(
+                details={
+                    "limit": budget.limit,
+                    "used": budget.used,
+                    "reserved": budget.reserved,
+                    "remaining": max(0, remaining),
+                    "needed": input_tokens + 1,
+                }
+            )
+        output_cap = min(max_output_tokens, remaining - input_tokens)
+        amount = input_tokens + output_cap
+        TokenBudget.objects.filter(pk=budget.pk).update(reserved=F("reserved") + amount)
+        return TokenReservation.objects.create(
+            user=user,
+            budget=budget,
+            amount=amount,
+            output_cap=output_cap,
+            expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
+        )
+
+
+def settle_reservation(
+    *,
+    reservation_id: int,
+    chat_id,
+    message_id,
+    input_tokens: int,
+    output_tokens: int,
+    source: str,
+) -> LedgerEntry:
+    """Charge what one reply consumed and drop its hold; one ledger entry per message.
+
+    Idempotent: a second call for the same message returns the first entry. The charge is
+    clamped so `used` never passes the limit.
+    """
+    with transaction.atomic():
+        reservation = TokenReservation.objects.select_for_update().get(pk=reservation_id)
+        existing = LedgerEntry.objects.filter(message_id=message_id).first()
+        if existing is not None:
+            return existing
+        budget = TokenBudget.objects.select_for_update(no_key=True).get(pk=reservation.budget_id)
+        held = reservation.amount if reservation.state == TokenReservation.State.ACTIVE else 0
+        others_held = budget.reserved - held
+        charge = max(0, min(input_tokens + output_tokens, budget.limit - budget.used - others_held))
+        TokenBudget.objects.filter(pk=budget.pk).update(
+            used=F("used") + charge, reserved=F("reserved") - held
+        )
+        TokenReservation.objects.filter(pk=reservation.pk).update(
+            state=TokenReservation.State.SETTLED
+        )
+        return LedgerEntry.objects.create(
+            user_id=reservation.user_id,
+            period=budget.period,
+            kind=LedgerEntry.Kind.EXCHANGE,
+            chat_id=chat_id,
+            message_id=message_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total=charge,
+            source=source,
+            note="" if charge == input_tokens + output_tokens else "clamped to the limit",
+        )
+
+
+def release_reservation(*, reservation_id: int, reason: str = "") -> bool:
+    """Drop a hold without charging. Idempotent: False when it was no longer active."""
+    with transaction.atomic():
+        reservation = TokenReservation.objects.select_for_update().get(pk=reservation_id)
+        if reservation.state != TokenReservation.State.ACTIVE:
+            return False
+        TokenBudget.objects.select_for_update(no_key=True).filter(pk=reservation.budget_id).update(
+            reserved=F("reserved") - reservation.amount
+        )
+        TokenReservation.objects.filter(pk=reservation.pk).update(
+            state=TokenReservation.State.RELEASED
+        )
+        return True
+
+
+def release_stale_reservations(*, now: datetime | None = None) -> int:
+    """Free holds past their expiry (their worker was killed mid-stream)."""
+    now = now or timezone.now()
+    released = 0
+    stale = TokenReservation.objects.filter(
+        state=TokenReservation.State.ACTIVE, expires_at__lt=now
+    ).order_by("pk")
+    for reservation in stale.iterator():
+        with transaction.atomic():
+            if not release_reservation(reservation_id=reservation.pk, reason="stale"):
+                continue
+            LedgerEntry.objects.create(
+                user_id=reservation.user_id,
+                period=reservation.budget.period,
+                kind=LedgerEntry.Kind.RELEASE,
+                total=0,
+                note=f"stale reservation {reservation.pk} of {reservation.amount} tokens released",
+            )
+        logger.warning(
+            "Released stale reservation %s (%s tokens, user %s)",
+            reservation.pk,
+            reservation.amount,
+            reservation.user_id,
+        )
+        released += 1
+    return released
+
+
+def reset_budget(*, user, actor=None, period: date | None = None, note: str = "") -> bool:
+    """Set the month's used to zero with a reset entry. False (and no entry) when already 0."""
+    with transaction.atomic():
+        budget = _locked_budget(user=user, period=period)
+        if budget.used == 0:
+            return False
+        LedgerEntry.objects.create(
+            user=user,
+            period=budget.period,
+            kind=LedgerEntry.Kind.RESET,
+            total=-budget.used,
+            actor=actor,
+            note=note or "budget reset",
+        )
+        TokenBudget.objects.filter(pk=budget.pk).update(used=F("used") - budget.used)
+        return True
+
+
+def set_monthly_limit(*, user, limit: int, actor) -> TokenBudget:
+    """Give a user their own monthly limit, from this month on."""
+    if limit < 0:
+        raise ValueError("limit must not be negative")
+    with transaction.atomic():
+        budget = _locked_budget(user=user)
+        old = budget.limit
+        type(user).objects.filter(pk=user.pk).update(monthly_token_limit=limit)
+        user.monthly_token_limit = limit
+        TokenBudget.objects.filter(pk=budget.pk).update(limit=limit)
+        LedgerEntry.objects.create(
+            user=user,
+            period=budget.period,
+            kind=LedgerEntry.Kind.ADJUSTMENT,
+            total=0,
+            actor=actor,
+            note=f"monthly limit {old} -> {limit}",
+        )
+        budget.refresh_from_db()
+        return budget

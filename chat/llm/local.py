@@ -1,0 +1,115 @@
+"""An offline, deterministic model for `make run` without a key, demos and benchmarks.
+
+Its reply depends on the message, streams in several chunks with a configurable delay
+(LOCAL_LLM_CHUNK_DELAY_MS), optionally in exactly LOCAL_LLM_CHUNKS chunks, and reports
+usage like a real provider (computed with billing's estimate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+
+from django.conf import settings
+
+from billing.tokens import estimate_tokens
+from chat.llm.base import StreamResult, Turn, Usage
+
+OPENINGS = (
+    "Here is an idea to build on.",
+    "Let's shape that into a concept.",
+    "Good question for a collection.",
+    "Happy to help with that.",
+)
+ANGLES = (
+    "Start from a clear visual motif and let each token in the collection vary one trait.",
+    "Think about rarity: a few striking pieces give the whole set a story.",
+    "A limited palette keeps a generative series coherent while traits change.",
+    "Write the collection's lore first; the artwork follows more easily.",
+    "Consider how the piece reads as a small thumbnail on a marketplace.",
+    "Metadata matters: name traits so collectors can filter and compare them.",
+)
+
+
+def compose_reply(message: str) -> str:
+    digest = hashlib.sha256(message.encode("utf-8", "surrogatepass")).digest()
+    words = [w.strip(".,!?;:") for w in message.split()][:8]
+    topic = " ".join(words) or "your idea"
+    angles = [ANGLES[(digest[i] + i) % len(ANGLES)] for i in range(3)]
+    return " ".join(
+        [OPENINGS[digest[0] % len(OPENINGS)], f'You asked about "{topic}".', *dict.fromkeys(angles)]
+    )
+
+
+def split_chunks(text: str, count: int) -> list[str]:
+    if count <= 0:
+        words = text.split(" ")
+        return [
+            " ".join(words[i : i + 3]) + (" " if i + 3 < len(words) else "")
+            for i in range(0, len(words), 3)
+        ]
+    size, extra = divmod(len(text), count)
+    chunks, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(text[start:end] or " ")
+        start = end
+    return chunks
+
+
+class LocalStream:
+    def __init__(self, *, input_tokens: int, chunks: list[str], delay_s: float, cap: int):
+        self._input_tokens = input_tokens
+        self._chunks = chunks
+        self._delay_s = delay_s
+        self._cap = cap
+        self._closed = threading.Event()
+        self.result: StreamResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        sent = []
+        finish = "stop"
+        for index, chunk in enumerate(self._chunks):
+            if index and self._delay_s and self._closed.wait(self._delay_s):
+                return
+            if self._closed.is_set():
+                return
+            if estimate_tokens("".join(sent) + chunk) > self._cap:
+                finish = "max_tokens"
+                break
+            sent.append(chunk)
+            yield chunk
+        output = estimate_tokens("".join(sent))
+        self.result = StreamResult(
+            finish_reason=finish, usage=Usage(input_tokens=self._input_tokens, output_tokens=output)
+        )
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class LocalProvider:
+    name = "local"
+    model = "local-echo-1"
+
+    def status(self) -> str:
+        return "ok"
+
+    def stream_reply(
+        self, *, system_prompt: str, history: Sequence[Turn], message: str, max_output_tokens: int
+    ) -> LocalStream:
+        input_tokens = (
+            estimate_tokens(system_prompt)
+            + sum(estimate_tokens(turn.text) for turn in history)
+            + estimate_tokens(message)
+        )
+        return LocalStream(
+            input_tokens=input_tokens,
+            chunks=split_chunks(compose_reply(message), settings.LOCAL_LLM_CHUNKS),
+            delay_s=settings.LOCAL_LLM_CHUNK_DELAY_MS / 1000,
+            cap=max_output_tokens,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)

@@ -1,0 +1,65 @@
+"""Reads of chats and messages; query shapes are decided here."""
+
+from __future__ import annotations
+
+import uuid
+
+from billing.tokens import chat_token_stats
+from chat.exceptions import ChatForbidden, ChatNotFound, InvalidChatId
+from chat.llm.base import Turn
+from chat.models import Chat, Message
+
+
+def parse_chat_id(chat_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(chat_id))
+    except ValueError:
+        raise InvalidChatId() from None
+
+
+def access_chat(*, user, chat_id) -> Chat:
+    """The caller's active chat: 400 not a UUID, 404 absent or deleted, 403 someone else's."""
+    pk = parse_chat_id(chat_id)
+    chat = Chat.objects.filter(pk=pk, is_active=True).first()
+    if chat is None:
+        raise ChatNotFound()
+    if chat.owner_id != user.pk:
+        raise ChatForbidden()
+    return chat
+
+
+def chats_for(*, user):
+    return Chat.objects.filter(owner=user, is_active=True).order_by("-created_at")
+
+
+def chat_messages(*, chat: Chat):
+    return Message.objects.filter(chat=chat).order_by("created_at")
+
+
+def recent_turns(*, chat: Chat, limit: int) -> list[Turn]:
+    """The last `limit` messages with text, oldest first, as provider turns."""
+    if limit <= 0:
+        return []
+    rows = (
+        Message.objects.filter(chat=chat)
+        .exclude(content="")
+        .order_by("-created_at")
+        .values_list("role", "content")[:limit]
+    )
+    return [Turn(role=role, text=content) for role, content in reversed(rows)]
+
+
+def chat_detail(*, user, chat_id) -> dict:
+    """The chat, its messages in order and its token totals (two queries after access)."""
+    chat = access_chat(user=user, chat_id=chat_id)
+    messages = list(chat_messages(chat=chat))
+    billed = [m.tokens_used for m in messages if m.role == Message.Role.MODEL]
+    return {
+        "id": chat.pk,
+        "title": chat.title,
+        "is_active": chat.is_active,
+        "created_at": chat.created_at,
+        "updated_at": chat.updated_at,
+        "messages": messages,
+        "token_stats": chat_token_stats(billed),
+    }
