@@ -193,6 +193,8 @@ GEMINI_MAX_OUTPUT_TOKENS = env.int("GEMINI_MAX_OUTPUT_TOKENS", default=2048)
 # Milliseconds of silence allowed per connect/read (the SDK's unit); bounds a stalled stream.
 GEMINI_TIMEOUT_MS = env.int("GEMINI_TIMEOUT_MS", default=30000)
 GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
+GEMINI_RETRY_INITIAL_DELAY_S = env.float("GEMINI_RETRY_INITIAL_DELAY_S", default=1.0)
+GEMINI_RETRY_MAX_DELAY_S = env.float("GEMINI_RETRY_MAX_DELAY_S", default=8.0)
 # How long the view waits for the model's first chunk before answering 504.
 FIRST_TOKEN_TIMEOUT_S = env.float("FIRST_TOKEN_TIMEOUT_S", default=30.0)
 SSE_KEEPALIVE_S = env.float("SSE_KEEPALIVE_S", default=15.0)

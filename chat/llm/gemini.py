@@ -1,0 +1,209 @@
+"""Google Gemini through the official google-genai SDK (3.x).
+
+Notes that shaped this module (checked against the SDK's source):
+- api_version is set explicitly (3.x defaults to v1; the streaming API we use is v1beta);
+- HttpOptions.timeout is in milliseconds and unset means no timeout at all: always set;
+  it bounds each connect/read, i.e. the silence between chunks;
+- the SDK's own retry (HttpRetryOptions) covers getting the response, never a failure
+  inside a stream; we add none of our own;
+- network failures are not wrapped by the SDK: they surface as httpx2 exceptions;
+- usageMetadata may come on every chunk as a running total: keep the last one;
+- automatic continuation is turned off so that one message is one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+
+import httpx2
+from django.conf import settings
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from chat.llm.base import StreamResult, Turn, Usage
+from chat.llm.errors import (
+    ContentBlocked,
+    LLMError,
+    LLMUnavailable,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+)
+
+logger = logging.getLogger(__name__)
+
+HARM_CATEGORIES = (
+    types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+    types.HarmCategory.HARM_CATEGORY_HATE_SPEECH,
+    types.HarmCategory.HARM_CATEGORY_SEXUALLY_EXPLICIT,
+    types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
+)
+RETRY_STATUSES = [408, 429, 500, 502, 503, 504]
+
+
+def map_error(exc: Exception) -> LLMError:
+    """Every SDK and network failure, as one of our codes."""
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, genai_errors.APIError):
+        if exc.code == 429:
+            retry_after = _retry_after(exc)
+            return UpstreamRateLimited(retry_after=retry_after, details={"status": exc.status})
+        if exc.code in (408, 504):
+            return UpstreamTimeout(details={"status": exc.status})
+        return UpstreamError(details={"upstream_status": exc.code, "status": exc.status})
+    if isinstance(exc, httpx2.TimeoutException):
+        return UpstreamTimeout()
+    if isinstance(exc, httpx2.HTTPError | httpx2.StreamError):
+        return UpstreamError("The connection to the model service failed.")
+    if isinstance(exc, ValueError):  # malformed JSON in the stream
+        return UpstreamError("The model service sent a malformed response.")
+    logger.exception("Unexpected error from the Gemini SDK")
+    return UpstreamError()
+
+
+def _retry_after(exc: genai_errors.APIError) -> int:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        return max(1, int(float(headers.get("retry-after", 5))))
+    except (TypeError, ValueError):
+        return 5
+
+
+class GeminiStream:
+    """Iterating sends the request (the SDK is lazy) and yields text deltas."""
+
+    def __init__(self, request):
+        self._request = request
+        self._chunks = None
+        self.result: StreamResult | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self._relay()
+        except Exception as exc:
+            raise map_error(exc) from exc
+
+    def _relay(self) -> Iterator[str]:
+        self._chunks = self._request()
+        usage = None
+        finish = None
+        sent_text = False
+        for chunk in self._chunks:
+            feedback = chunk.prompt_feedback
+            if feedback is not None and feedback.block_reason:
+                raise ContentBlocked(details={"block_reason": str(feedback.block_reason.value)})
+            if chunk.usage_metadata is not None and (
+                chunk.usage_metadata.prompt_token_count or chunk.usage_metadata.total_token_count
+            ):
+                usage = chunk.usage_metadata  # a running total: the last one wins
+            candidate = chunk.candidates[0] if chunk.candidates else None
+            if candidate is None:
+                continue
+            if candidate.content is not None and candidate.content.parts:
+                text = "".join(
+                    part.text for part in candidate.content.parts if part.text and not part.thought
+                )
+                if text:
+                    sent_text = True
+                    yield text
+            if candidate.finish_reason:
+                finish = candidate.finish_reason
+        if finish == types.FinishReason.SAFETY and not sent_text:
+            raise ContentBlocked("The reply was blocked by the model's safety filters.")
+        self.result = StreamResult(
+            finish_reason=_finish_reason(finish),
+            usage=Usage(
+                input_tokens=usage.prompt_token_count or 0,
+                output_tokens=usage.candidates_token_count or 0,
+                thinking_tokens=usage.thoughts_token_count or 0,
+            )
+            if usage is not None
+            else None,
+        )
+
+    def close(self) -> None:
+        if self._chunks is not None:
+            try:
+                self._chunks.close()  # closes the HTTP response
+            except Exception:
+                logger.debug("Closing the Gemini stream failed", exc_info=True)
+
+
+def _finish_reason(reason) -> str:
+    if reason is None:
+        return "stop"
+    name = getattr(reason, "name", str(reason))
+    return name.lower()
+
+
+class GeminiProvider:
+    name = "gemini"
+
+    def __init__(self):
+        self.model = settings.GEMINI_MODEL
+        self._client: genai.Client | None = None
+        self._lock = threading.Lock()
+
+    def status(self) -> str:
+        return "ok" if settings.GEMINI_API_KEY else "unavailable"
+
+    @property
+    def client(self) -> genai.Client:
+        """Created on first use; one per process, shared by threads (API-key auth)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    if not settings.GEMINI_API_KEY:
+                        raise LLMUnavailable("GEMINI_API_KEY is not set.")
+                    self._client = genai.Client(
+                        api_key=settings.GEMINI_API_KEY,
+                        http_options=types.HttpOptions(
+                            api_version=settings.GEMINI_API_VERSION,
+                            base_url=settings.GEMINI_BASE_URL or None,
+                            timeout=settings.GEMINI_TIMEOUT_MS,
+                            retry_options=types.HttpRetryOptions(
+                                attempts=settings.GEMINI_RETRY_ATTEMPTS,
+                                initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY_S,
+                                max_delay=settings.GEMINI_RETRY_MAX_DELAY_S,
+                                http_status_codes=RETRY_STATUSES,
+                            ),
+                        ),
+                    )
+        return self._client
+
+    def stream_reply(
+        self, *, system_prompt: str, history: Sequence[Turn], message: str, max_output_tokens: int
+    ) -> GeminiStream:
+        if self.status() != "ok":
+            raise LLMUnavailable("GEMINI_API_KEY is not set.")
+        contents = [
+            types.Content(role=turn.role, parts=[types.Part(text=turn.text)]) for turn in history
+        ]
+        contents.append(types.Content(role="user", parts=[types.Part(text=message)]))
+        config = types.GenerateContentConfig(
+            system_instruction=system_prompt or None,
+            max_output_tokens=max_output_tokens,
+            safety_settings=[
+                types.SafetySetting(category=category, threshold=settings.GEMINI_SAFETY_THRESHOLD)
+                for category in HARM_CATEGORIES
+            ],
+            automatic_continuation=False,
+        )
+        client = self.client
+        return GeminiStream(
+            lambda: client.models.generate_content_stream(
+                model=self.model, contents=contents, config=config
+            )
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """countTokens takes contents only: no system instruction, no config."""
+        try:
+            response = self.client.models.count_tokens(model=self.model, contents=text)
+        except Exception as exc:
+            raise map_error(exc) from exc
+        return int(response.total_tokens or 0)
