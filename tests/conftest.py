@@ -3,6 +3,8 @@ from django.db import connection
 from model_bakery import baker
 from rest_framework.test import APIClient
 
+pytest_plugins = ["tests.fakes.fixtures"]
+
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked `postgres` need row locks and real concurrency: skip them on SQLite."""
