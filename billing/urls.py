@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from billing import views
+
+urlpatterns = [
+    path("user/token-usage", views.TokenUsageView.as_view(), name="user-token-usage"),
+    path("chat/token-stats", views.TokenStatsView.as_view(), name="chat-token-stats"),
+]

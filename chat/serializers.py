@@ -2,21 +2,11 @@ from django.conf import settings
 from rest_framework import serializers
 
 from chat.models import Chat, Message
-
-
-class MessageTextField(serializers.CharField):
-    """A JSON string, trimmed; numbers and lists are refused rather than turned into text."""
-
-    default_error_messages = {"not_a_string": "Must be a string."}
-
-    def to_internal_value(self, data):
-        if not isinstance(data, str):
-            self.fail("not_a_string")
-        return super().to_internal_value(data)
+from config.api import StrictCharField
 
 
 class MessageInputSerializer(serializers.Serializer):
-    message = MessageTextField(help_text="1 to MAX_TOKENS_PER_MESSAGE characters after trimming.")
+    message = StrictCharField(help_text="1 to MAX_TOKENS_PER_MESSAGE characters after trimming.")
 
     def validate_message(self, value: str) -> str:
         limit = settings.MAX_TOKENS_PER_MESSAGE  # read per request: it follows settings
@@ -28,7 +18,7 @@ class MessageInputSerializer(serializers.Serializer):
 
 
 class ChatInputSerializer(serializers.Serializer):
-    title = MessageTextField(required=False, allow_blank=True, max_length=200, default="")
+    title = StrictCharField(required=False, allow_blank=True, max_length=200, default="")
 
 
 class MessageSerializer(serializers.ModelSerializer):

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from billing.selectors import budget_snapshot
-from billing.services import release_reservation, reserve_tokens, settle_reservation
-from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 
+from billing.selectors import budget_snapshot
+from billing.services import release_reservation, reserve_tokens, settle_reservation
+from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
 from chat import sse
 from chat.exceptions import ChatNotFound, RateLimited, StreamFailed, TokenLimitReached
 from chat.llm import get_provider

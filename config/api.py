@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
+from rest_framework import serializers
 from rest_framework import status as http
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -49,6 +50,17 @@ class ValidationFailed(ServiceError):
     code = "validation_error"
     status = http.HTTP_400_BAD_REQUEST
     default_message = "The request is not valid."
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string: numbers, lists and objects are refused rather than coerced to text."""
+
+    default_error_messages = {"not_a_string": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("not_a_string")
+        return super().to_internal_value(data)
 
 
 def success(data: Any = None, *, message: str | None = None, status: int = 200, headers=None):

@@ -1,8 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.health import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("health", health, name="health"),
+    path("api/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     # billing first: it owns /api/chat/token-stats, which chat's /api/chat/<id> would shadow.
     path("api/", include("billing.urls")),
     path("api/", include("accounts.urls")),

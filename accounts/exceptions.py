@@ -1,0 +1,15 @@
+from rest_framework import status as http
+
+from config.api import ServiceError
+
+
+class UsernameTaken(ServiceError):
+    code = "username_taken"
+    status = http.HTTP_400_BAD_REQUEST
+    default_message = "That username is already taken."
+
+
+class InvalidRefreshToken(ServiceError):
+    code = "token_not_valid"
+    status = http.HTTP_401_UNAUTHORIZED
+    default_message = "The refresh token is invalid, expired or already used."

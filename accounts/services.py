@@ -1,0 +1,37 @@
+from django.contrib.auth import get_user_model, password_validation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.exceptions import InvalidRefreshToken, UsernameTaken
+from config.api import ValidationFailed
+
+
+def register_user(*, username: str, email: str, password: str):
+    User = get_user_model()
+    if User.objects.filter(username__iexact=username).exists():
+        raise UsernameTaken(details={"username": ["That username is already taken."]})
+    candidate = User(username=username, email=email)
+    try:
+        password_validation.validate_password(password, user=candidate)
+    except DjangoValidationError as exc:
+        raise ValidationFailed(details={"password": list(exc.messages)}) from None
+    candidate.set_password(password)
+    try:
+        with transaction.atomic():
+            candidate.save()
+    except IntegrityError:  # a parallel registration won the race
+        raise UsernameTaken(details={"username": ["That username is already taken."]}) from None
+    return candidate
+
+
+def logout(*, user, refresh: str) -> None:
+    """Blacklist the caller's refresh token, so it can no longer mint access tokens."""
+    try:
+        token = RefreshToken(refresh)
+    except TokenError:
+        raise InvalidRefreshToken() from None
+    if str(token.get("user_id")) != str(user.pk):
+        raise InvalidRefreshToken("That refresh token belongs to someone else.")
+    token.blacklist()

@@ -1,0 +1,99 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import (
+    TokenObtainPairSerializer,
+    TokenRefreshSerializer,
+)
+
+from accounts import services
+from accounts.serializers import (
+    LoginSerializer,
+    RefreshSerializer,
+    RegisterSerializer,
+    TokenPairSerializer,
+    UserSerializer,
+)
+from config.api import error_responses, success, success_schema
+
+
+class PublicView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+
+
+class RegisterView(PublicView):
+    throttle_scope = "register"
+
+    @extend_schema(
+        operation_id="auth_register",
+        request=RegisterSerializer,
+        responses={201: success_schema(UserSerializer), **error_responses(400, 429)},
+    )
+    def post(self, request):
+        payload = RegisterSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        user = services.register_user(**payload.validated_data)
+        return success(
+            UserSerializer(user).data, message="Registered", status=status.HTTP_201_CREATED
+        )
+
+
+def _validated_tokens(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    try:
+        serializer.is_valid(raise_exception=True)
+    except TokenError as exc:
+        raise InvalidToken(exc.args[0]) from exc
+    return serializer.validated_data
+
+
+class TokenView(PublicView):
+    throttle_scope = "login"
+
+    @extend_schema(
+        operation_id="auth_token",
+        request=LoginSerializer,
+        responses={200: success_schema(TokenPairSerializer), **error_responses(400, 401, 429)},
+    )
+    def post(self, request):
+        return success(_validated_tokens(TokenObtainPairSerializer, request))
+
+
+class TokenRefreshView(PublicView):
+    throttle_scope = "login"
+
+    @extend_schema(
+        operation_id="auth_token_refresh",
+        request=RefreshSerializer,
+        responses={200: success_schema(TokenPairSerializer), **error_responses(400, 401, 429)},
+    )
+    def post(self, request):
+        # Rotation is on: the reply carries a new refresh token; the old one is blacklisted.
+        return success(_validated_tokens(TokenRefreshSerializer, request))
+
+
+class LogoutView(APIView):
+    @extend_schema(
+        operation_id="auth_logout",
+        request=RefreshSerializer,
+        responses={200: success_schema(RefreshSerializer), **error_responses(400, 401)},
+    )
+    def post(self, request):
+        payload = RefreshSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        services.logout(user=request.user, refresh=payload.validated_data["refresh"])
+        return success(None, message="Logged out")
+
+
+class MeView(APIView):
+    @extend_schema(
+        operation_id="user_me",
+        responses={200: success_schema(UserSerializer), **error_responses(401)},
+    )
+    def get(self, request):
+        return success(UserSerializer(request.user).data)

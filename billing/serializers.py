@@ -1,0 +1,34 @@
+from rest_framework import serializers
+
+
+class LedgerEntrySerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    chat_id = serializers.UUIDField(allow_null=True)
+    message_id = serializers.UUIDField(allow_null=True)
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    total = serializers.IntegerField()
+    source = serializers.CharField()
+    note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class UsageSummarySerializer(serializers.Serializer):
+    limit = serializers.IntegerField()
+    used = serializers.IntegerField()
+    reserved = serializers.IntegerField()
+    remaining = serializers.IntegerField()
+    percent_used = serializers.FloatField()
+    period_start = serializers.DateField()
+    reset_date = serializers.DateField()
+    recent = LedgerEntrySerializer(many=True)
+
+
+class TokenCacheStatsSerializer(serializers.Serializer):
+    hits = serializers.IntegerField()
+    misses = serializers.IntegerField()
+    hit_rate = serializers.FloatField()
+    entries = serializers.IntegerField()
+    api_calls = serializers.IntegerField()
+    estimates = serializers.IntegerField()
+    fallbacks = serializers.IntegerField()
