@@ -1,0 +1,136 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import ExpressionWrapper, F, FloatField
+from django.db.models.functions import Cast, NullIf
+from django.template.response import TemplateResponse
+
+from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.services import reset_budget, set_monthly_limit
+
+
+class UsageLevelFilter(admin.SimpleListFilter):
+    title = "usage"
+    parameter_name = "usage"
+
+    def lookups(self, request, model_admin):
+        return (("80", "above 80%"), ("100", "at 100%"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "80":
+            return queryset.filter(_percent__gt=80)
+        if self.value() == "100":
+            return queryset.filter(used__gte=F("limit"))
+        return queryset
+
+
+class LimitForm(forms.Form):
+    limit = forms.IntegerField(min_value=0, label="New monthly token limit")
+
+
+@admin.register(TokenBudget)
+class TokenBudgetAdmin(admin.ModelAdmin):
+    """Per-user usage: one row per user and month."""
+
+    list_display = ("user", "period", "limit", "used", "reserved", "remaining_tokens", "percent")
+    list_filter = (UsageLevelFilter, "period")
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+    readonly_fields = ("user", "period", "limit", "used", "reserved", "created_at", "updated_at")
+    actions = ["change_limit", "reset_month"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _remaining=F("limit") - F("used") - F("reserved"),
+                _percent=ExpressionWrapper(
+                    100.0 * Cast("used", FloatField()) / NullIf(F("limit"), 0),
+                    output_field=FloatField(),
+                ),
+            )
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="remaining", ordering="_remaining")
+    def remaining_tokens(self, budget):
+        return max(0, budget._remaining)
+
+    @admin.display(description="% used", ordering="_percent")
+    def percent(self, budget):
+        return "100.0" if budget._percent is None else f"{budget._percent:.1f}"
+
+    @admin.action(description="Change the monthly limit of the selected users")
+    def change_limit(self, request, queryset):
+        form = LimitForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            for budget in queryset.select_related("user").order_by("pk"):
+                set_monthly_limit(
+                    user=budget.user, limit=form.cleaned_data["limit"], actor=request.user
+                )
+            self.message_user(
+                request, f"Limit changed for {queryset.count()} user(s).", messages.SUCCESS
+            )
+            return None
+        return TemplateResponse(
+            request,
+            "admin/billing/change_limit.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Change the monthly token limit",
+                "form": form,
+                "budgets": queryset.select_related("user"),
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.model._meta,
+            },
+        )
+
+    @admin.action(description="Reset the selected users' month (used -> 0)")
+    def reset_month(self, request, queryset):
+        changed = sum(
+            reset_budget(user=b.user, period=b.period, actor=request.user, note="reset by staff")
+            for b in queryset.select_related("user").order_by("pk")
+        )
+        self.message_user(request, f"Reset {changed} budget(s).", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "created_at",
+        "user",
+        "period",
+        "kind",
+        "total",
+        "input_tokens",
+        "output_tokens",
+        "source",
+        "actor",
+        "note",
+    )
+    list_filter = ("kind", "source", "period")
+    search_fields = ("user__username", "chat_id", "message_id", "note")
+    list_select_related = ("user", "actor")
+
+
+@admin.register(TokenReservation)
+class TokenReservationAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "user", "amount", "output_cap", "state", "expires_at")
+    list_filter = ("state",)
+    list_select_related = ("user",)
