@@ -25,6 +25,10 @@ class PublicView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [ScopedRateThrottle]
 
+    def get_authenticate_header(self, request):
+        # Without authenticators DRF turns 401 into 403; bad credentials are a 401.
+        return 'Bearer realm="api"'
+
 
 class RegisterView(PublicView):
     throttle_scope = "register"
