@@ -17,7 +17,7 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # Above the longest stream, so a restart lets running streams finish.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "300"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # "" turns it off
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 # Query strings can hold secrets in other services; ours hold none, but never log them.

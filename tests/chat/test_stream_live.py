@@ -1,0 +1,183 @@
+"""Through a real gunicorn server: chunks arrive unbuffered, a client that goes away
+leaves its message, the partial reply and settled tokens, and parallel streams never
+push a user past the budget. PostgreSQL: the server process shares the test database."""
+
+import itertools
+import socket
+import time
+import uuid
+
+import httpx
+import pytest
+from django.db.models import Sum
+
+from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from chat.models import Message
+from tests.live import live_gunicorn, wait_until
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "a-long-passphrase-42"
+
+
+def make_user_and_token(server, username=None):
+    username = username or f"u{uuid.uuid4().hex[:10]}"
+    httpx.post(
+        f"{server.url}/api/auth/register",
+        json={"username": username, "email": "", "password": PASSWORD},
+    ).raise_for_status()
+    pair = httpx.post(
+        f"{server.url}/api/auth/token", json={"username": username, "password": PASSWORD}
+    ).json()["data"]
+    return username, {"Authorization": f"Bearer {pair['access']}"}
+
+
+def create_chat(server, headers):
+    return httpx.post(f"{server.url}/api/chat", json={}, headers=headers).json()["data"]["id"]
+
+
+def books_balance(username):
+    budget = TokenBudget.objects.get(user__username=username)
+    total = LedgerEntry.objects.filter(user__username=username).aggregate(t=Sum("total"))["t"]
+    return budget.used == (total or 0) and budget.reserved == 0
+
+
+def test_chunks_arrive_one_by_one_through_gunicorn(tmp_path):
+    env = {"LLM_PROVIDER": "local", "LOCAL_LLM_CHUNKS": "6", "LOCAL_LLM_CHUNK_DELAY_MS": "150"}
+    with live_gunicorn(env=env, tmp_path=tmp_path) as server:
+        username, headers = make_user_and_token(server)
+        chat_id = create_chat(server, headers)
+        arrivals = []
+        with httpx.stream(
+            "POST",
+            f"{server.url}/api/chat/{chat_id}/message",
+            json={"message": "stream to me"},
+            headers=headers,
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream"
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    arrivals.append(time.monotonic())
+    assert len(arrivals) == 7  # six chunks and the done event
+    gaps = [b - a for a, b in itertools.pairwise(arrivals[:-1])]
+    # Each chunk is written when the model produces it (150 ms apart), not at the end.
+    assert min(gaps) > 0.1
+    assert books_balance(username)
+
+
+def test_a_client_that_goes_away_leaves_message_partial_reply_and_settled_tokens(tmp_path):
+    env = {"LLM_PROVIDER": "local", "LOCAL_LLM_CHUNKS": "40", "LOCAL_LLM_CHUNK_DELAY_MS": "100"}
+    with live_gunicorn(env=env, tmp_path=tmp_path) as server:
+        username, headers = make_user_and_token(server)
+        chat_id = create_chat(server, headers)
+        host, port = server.url.removeprefix("http://").split(":")
+        body = b'{"message": "a long story please"}'
+        request = (
+            f"POST /api/chat/{chat_id}/message HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: {headers['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(request)
+        received = b""
+        while received.count(b"data: ") < 3:
+            received += sock.recv(4096)
+        sock.close()  # the client goes away after a few chunks
+
+        def settled():
+            return Message.objects.filter(chat_id=chat_id, role="model").first()
+
+        reply = wait_until(settled, timeout=20, message="the partial reply to be saved")
+    assert Message.objects.get(chat_id=chat_id, role="user").content == "a long story please"
+    assert reply.status == "partial"
+    assert reply.finish_reason == "client_closed"
+    assert len(reply.content) > 0
+    assert reply.tokens_used > 0
+    assert LedgerEntry.objects.get(message_id=reply.pk).total == reply.tokens_used
+    assert not TokenReservation.objects.filter(state="active").exists()
+    assert books_balance(username)
+
+
+def test_parallel_streams_of_one_user_never_pass_the_limit(tmp_path):
+    env = {
+        "LLM_PROVIDER": "local",
+        "LOCAL_LLM_CHUNK_DELAY_MS": "20",
+        "DEFAULT_TOKEN_LIMIT": "3000",
+        "MAX_CHATS_PER_USER": "20",
+        "GEMINI_MAX_OUTPUT_TOKENS": "256",
+    }
+    with live_gunicorn(env=env, tmp_path=tmp_path) as server:
+        username, headers = make_user_and_token(server)
+        chats = [create_chat(server, headers) for _ in range(20)]
+
+        import concurrent.futures
+
+        def send(chat_id):
+            with httpx.Client(timeout=60) as client:
+                response = client.post(
+                    f"{server.url}/api/chat/{chat_id}/message",
+                    json={"message": "tell me something"},
+                    headers=headers,
+                )
+                return response.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+            statuses = list(pool.map(send, chats))
+    assert set(statuses) <= {200, 403}
+    assert statuses.count(200) >= 1 and statuses.count(403) >= 1
+    budget = TokenBudget.objects.get(user__username=username)
+    assert budget.used <= budget.limit
+    assert books_balance(username)
+
+
+def test_used_equals_the_ledger_after_successes_failures_and_disconnects(tmp_path, fake_gemini):
+    from tests.fakes.gemini import Script
+
+    env = {
+        "LLM_PROVIDER": "gemini",
+        "GEMINI_API_KEY": "test-key-not-secret",
+        "GEMINI_BASE_URL": fake_gemini.url,
+        "GEMINI_RETRY_ATTEMPTS": "1",
+        "GEMINI_TIMEOUT_MS": "2000",
+        "MAX_CHATS_PER_USER": "20",
+    }
+    fake_gemini.script(
+        Script(chunks=["fine", " reply"], usage=(30, 4)),
+        Script(error_status=500),
+        Script(chunks=["a", "b", "c", "d"], drop_after=2),
+        Script(block_prompt="SAFETY"),
+        Script(chunks=["slow"] * 30, delay_ms=100, usage=(30, 30)),
+        Script(chunks=["last", " one"], usage=None),
+    )
+    with live_gunicorn(env=env, tmp_path=tmp_path) as server:
+        username, headers = make_user_and_token(server)
+        chat_id = create_chat(server, headers)
+        url = f"{server.url}/api/chat/{chat_id}/message"
+        statuses = []
+        for index in range(6):
+            with httpx.stream(
+                "POST", url, json={"message": f"m{index}"}, headers=headers, timeout=30
+            ) as response:
+                statuses.append(response.status_code)
+                if index == 4:  # disconnect in the middle of the slow reply
+                    for line in response.iter_lines():
+                        if line.startswith("data:"):
+                            break
+                    continue
+                response.read()
+        wait_until(
+            lambda: Message.objects.filter(chat_id=chat_id, role="model").count() == 6,
+            timeout=20,
+            message="every reply to be saved",
+        )
+    assert statuses == [200, 502, 200, 400, 200, 200]
+    replies = Message.objects.filter(chat_id=chat_id, role="model")
+    # The disconnected reply is saved when the server's next write fails, so the order of
+    # saving may differ from the order of sending: compare the statuses as a multiset.
+    assert sorted(r.status for r in replies) == sorted(
+        ["complete", "failed", "partial", "failed", "partial", "complete"]
+    )
+    assert Message.objects.filter(chat_id=chat_id, role="user").count() == 6
+    assert books_balance(username)
