@@ -16,7 +16,9 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threa
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 # Above the longest stream, so a restart lets running streams finish.
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "300"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Streams are one request per connection; with worker_connections == threads gthread
+# has no room to park idle keep-alive connections, so say so instead of warning.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "0"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-") or None  # "" turns it off
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
