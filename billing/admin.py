@@ -3,9 +3,13 @@ from django.contrib import admin, messages
 from django.db.models import ExpressionWrapper, F, FloatField
 from django.db.models.functions import Cast, NullIf
 from django.template.response import TemplateResponse
+from django.urls import path
 
+from billing.charts import bar_chart_svg
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.selectors import tokens_per_day, top_users
 from billing.services import reset_budget, set_monthly_limit
+from billing.tokens import token_cache_stats
 
 
 class UsageLevelFilter(admin.SimpleListFilter):
@@ -37,6 +41,32 @@ class TokenBudgetAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     readonly_fields = ("user", "period", "limit", "used", "reserved", "created_at", "updated_at")
     actions = ["change_limit", "reset_month"]
+    change_list_template = "admin/billing/tokenbudget/change_list.html"
+
+    def get_urls(self):
+        dashboard = path(
+            "dashboard/",
+            self.admin_site.admin_view(self.dashboard_view),
+            name="billing_usage_dashboard",
+        )
+        return [dashboard, *super().get_urls()]
+
+    def dashboard_view(self, request):
+        """Tokens per day for 30 days, the top users this month, the token-cache figures."""
+        return TemplateResponse(
+            request,
+            "admin/billing/dashboard.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Token usage dashboard",
+                "opts": self.model._meta,
+                "chart": bar_chart_svg(
+                    tokens_per_day(days=30), title="Tokens per day, last 30 days"
+                ),
+                "top_users": top_users(limit=10),
+                "cache_stats": token_cache_stats(),
+            },
+        )
 
     def get_queryset(self, request):
         return (

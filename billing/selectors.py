@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from billing.models import LedgerEntry
-from billing.services import get_budget, next_period
+from datetime import timedelta
+
+from django.db.models import Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from billing.models import LedgerEntry, TokenBudget
+from billing.services import current_period, get_budget, next_period
 
 RECENT_LEDGER_ENTRIES = 20
 
@@ -45,3 +51,29 @@ def usage_summary(*, user) -> dict:
         "reset_date": next_period(budget.period),
         "recent": list(recent),
     }
+
+
+def tokens_per_day(*, days: int = 30, today=None) -> list[tuple[str, int]]:
+    """Tokens billed per UTC day for the last `days` days, zero-filled, oldest first."""
+    today = today or timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    rows = (
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.EXCHANGE, created_at__date__gte=start)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(total=Sum("total"))
+    )
+    totals = {row["day"]: row["total"] for row in rows}
+    return [
+        ((start + timedelta(days=i)).strftime("%m-%d"), totals.get(start + timedelta(days=i), 0))
+        for i in range(days)
+    ]
+
+
+def top_users(*, period=None, limit: int = 10) -> list[dict]:
+    return list(
+        TokenBudget.objects.filter(period=period or current_period(), used__gt=0)
+        .select_related("user")
+        .order_by("-used")
+        .values("user__username", "used", "limit", "reserved")[:limit]
+    )

@@ -2,9 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from chat.pages import ChatPageView
 from config.health import health
 
 urlpatterns = [
+    path("", ChatPageView.as_view(), name="chat-page"),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
