@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint check test-sqlite test-postgres clean
+.PHONY: install run test lint check test-sqlite test-postgres browser-deps clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ install: $(VENV)/.installed
 
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_local_staff
 	@echo ""
+	@echo "  Chat page: http://$(HOST):$(PORT)/"
+	@echo "  Admin:     http://$(HOST):$(PORT)/admin/  (usage dashboard linked from its index)"
 	@echo "  API:       http://$(HOST):$(PORT)/api/  (docs: http://$(HOST):$(PORT)/api/docs)"
 	@echo "  Register:  curl -X POST http://$(HOST):$(PORT)/api/auth/register -H 'Content-Type: application/json' \\"
 	@echo "               -d '{\"username\": \"alice\", \"email\": \"alice@example.com\", \"password\": \"a-long-passphrase\"}'"
@@ -51,7 +54,16 @@ test-postgres: install
 		echo "DATABASE_URL is not set: the PostgreSQL run is skipped"; \
 	fi
 
-test: lint check test-sqlite test-postgres
+# Debian's Chromium for the browser tests; they skip with a reason when it cannot be had.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "chromium could not be installed: the browser tests will be skipped"; \
+	else echo "no /usr/bin/chromium and not root: the browser tests will be skipped"; fi
+
+test: lint check browser-deps test-sqlite test-postgres
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
