@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: install run test lint check test-sqlite test-postgres browser-deps clean
+.PHONY: bench install run test lint check test-sqlite test-postgres browser-deps clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ browser-deps:
 	else echo "no /usr/bin/chromium and not root: the browser tests will be skipped"; fi
 
 test: lint check browser-deps test-sqlite test-postgres
+
+# Load benchmark against PostgreSQL + Redis (never part of `make test`); see docs/operations.md.
+bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -47,8 +47,14 @@ def get_budget(*, user, period: date | None = None) -> TokenBudget:
 
 
 def _locked_budget(*, user, period: date | None = None) -> TokenBudget:
-    budget = get_budget(user=user, period=period)
-    return TokenBudget.objects.select_for_update(no_key=True).get(pk=budget.pk)
+    """The budget row, locked for the rest of the caller's transaction (opened if absent)."""
+    period = period or current_period()
+    locked = TokenBudget.objects.select_for_update(no_key=True)
+    try:
+        return locked.get(user=user, period=period)
+    except TokenBudget.DoesNotExist:
+        get_budget(user=user, period=period)
+        return locked.get(user=user, period=period)
 
 
 def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenReservation:
@@ -57,29 +63,32 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
     Raises BudgetExceeded when the remaining budget cannot cover the input and at least
     one output token.
     """
-    with transaction.atomic():
+    # savepoint=False: inside the caller's transaction a failure aborts it all anyway,
+    # and the message path saves two round trips per call.
+    with transaction.atomic(savepoint=False):
         budget = _locked_budget(user=user)
         remaining = budget.limit - budget.used - budget.reserved
-        if remaining - input_tokens < 1:
-            raise BudgetExceeded(
-                details={
-                    "limit": budget.limit,
-                    "used": budget.used,
-                    "reserved": budget.reserved,
-                    "remaining": max(0, remaining),
-                    "needed": input_tokens + 1,
-                }
+        if remaining - input_tokens >= 1:
+            output_cap = min(max_output_tokens, remaining - input_tokens)
+            amount = input_tokens + output_cap
+            TokenBudget.objects.filter(pk=budget.pk).update(reserved=F("reserved") + amount)
+            return TokenReservation.objects.create(
+                user=user,
+                budget=budget,
+                amount=amount,
+                output_cap=output_cap,
+                expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
             )
-        output_cap = min(max_output_tokens, remaining - input_tokens)
-        amount = input_tokens + output_cap
-        TokenBudget.objects.filter(pk=budget.pk).update(reserved=F("reserved") + amount)
-        return TokenReservation.objects.create(
-            user=user,
-            budget=budget,
-            amount=amount,
-            output_cap=output_cap,
-            expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
-        )
+    # Raised outside the block: nothing was written, and the caller's transaction stays usable.
+    raise BudgetExceeded(
+        details={
+            "limit": budget.limit,
+            "used": budget.used,
+            "reserved": budget.reserved,
+            "remaining": max(0, remaining),
+            "needed": input_tokens + 1,
+        }
+    )
 
 
 def settle_reservation(
@@ -96,7 +105,7 @@ def settle_reservation(
     Idempotent: a second call for the same message returns the first entry. The charge is
     clamped so `used` never passes the limit.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         reservation = TokenReservation.objects.select_for_update().get(pk=reservation_id)
         existing = LedgerEntry.objects.filter(message_id=message_id).first()
         if existing is not None:

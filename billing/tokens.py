@@ -11,6 +11,7 @@ keyed by model and a SHA-256 of the text, never the text itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -119,8 +120,18 @@ def count_text_tokens(text: str, model: str | None = None) -> int:
 
 
 def count_system_prompt_tokens(model: str | None = None) -> int:
-    """The system prompt's count: one API call per model and prompt, then the cache."""
-    return count_text_tokens(settings.SYSTEM_PROMPT, model)
+    """The system prompt's count: counted once per process, model and prompt.
+
+    It is read on every message, so it is kept in process memory; the first read in each
+    process goes through the shared cache (one count-API call for the whole fleet).
+    """
+    return _system_prompt_count(_model(model), settings.SYSTEM_PROMPT)
+
+
+@functools.lru_cache(maxsize=16)
+def _system_prompt_count(model: str, prompt: str) -> int:
+    # A (model, prompt) pair always counts the same, so a cleared cache changes nothing here.
+    return count_text_tokens(prompt, model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +206,7 @@ def token_cache_stats() -> dict:
 
 def clear_token_cache() -> None:
     """Forget cached counts and statistics, on every node when the cache is shared."""
+    _system_prompt_count.cache_clear()
     key = f"{CACHE_PREFIX}:generation"
     cache.add(key, 1, timeout=None)
     cache.incr(key)

@@ -27,7 +27,10 @@ def _fast_password_hashing(settings):
 def _clear_cache():
     from django.core.cache import cache
 
+    from billing.tokens import clear_token_cache
+
     cache.clear()
+    clear_token_cache()  # also the per-process memory of the system prompt's count
     yield
     cache.clear()
 

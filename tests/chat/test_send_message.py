@@ -203,3 +203,15 @@ def test_chat_detail_shows_token_totals(auth_client, chat):
     data = auth_client.get(f"/api/chat/{chat.pk}").json()["data"]
     assert data["token_stats"]["total"] == done["tokens_used"]
     assert data["token_stats"]["message_count"] == 1
+
+
+def test_one_message_costs_a_fixed_small_number_of_queries(
+    auth_client, chat, django_assert_num_queries
+):
+    send(auth_client, chat.pk, "warm up")  # opens the month's budget row
+    # access + history, one transaction to reserve and save the question, one to save the
+    # reply and settle it, and the budget for the done event; nothing per chunk.
+    with django_assert_num_queries(19):
+        response = send(auth_client, chat.pk, "counted")
+        events = parse_events(streamed_body(response))
+    assert len(events) > 3
