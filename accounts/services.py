@@ -2,6 +2,8 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.exceptions import InvalidRefreshToken, UsernameTaken
@@ -35,3 +37,23 @@ def logout(*, user, refresh: str) -> None:
     if str(token.get("user_id")) != str(user.pk):
         raise InvalidRefreshToken("That refresh token belongs to someone else.")
     token.blacklist()
+
+
+def rotate_refresh_token(*, refresh: str) -> dict:
+    """A new token pair for a refresh token, which is blacklisted: usable exactly once.
+
+    simplejwt checks the blacklist and then blacklists without a lock, so two parallel
+    refreshes of one token could both win; the token's outstanding row is locked here.
+    """
+    with transaction.atomic():
+        try:
+            jti = RefreshToken(refresh)["jti"]  # signature, expiry, type and blacklist
+        except (TokenError, KeyError):
+            raise InvalidRefreshToken() from None
+        list(OutstandingToken.objects.select_for_update().filter(jti=jti).values_list("pk"))
+        serializer = TokenRefreshSerializer(data={"refresh": refresh})
+        try:
+            serializer.is_valid(raise_exception=True)
+        except TokenError:
+            raise InvalidRefreshToken() from None
+        return serializer.validated_data

@@ -4,10 +4,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import (
-    TokenObtainPairSerializer,
-    TokenRefreshSerializer,
-)
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
 from accounts import services
 from accounts.serializers import (
@@ -78,7 +75,9 @@ class TokenRefreshView(PublicView):
     )
     def post(self, request):
         # Rotation is on: the reply carries a new refresh token; the old one is blacklisted.
-        return success(_validated_tokens(TokenRefreshSerializer, request))
+        payload = RefreshSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        return success(services.rotate_refresh_token(refresh=payload.validated_data["refresh"]))
 
 
 class LogoutView(APIView):
