@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import math
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache as memoize
@@ -36,6 +38,7 @@ _NON_WORD = re.compile(r"[^\w\s]")
 FACTOR_PER_SPECIAL_CHAR = 0.02
 MAX_FACTOR = 1.5
 SAFETY_MARGIN = 1.03
+SPECIALS_AT_CAP = math.ceil((MAX_FACTOR - 1) / FACTOR_PER_SPECIAL_CHAR)
 
 
 def estimate_tokens(text: str) -> int:
@@ -58,7 +61,9 @@ def estimate_tokens(text: str) -> int:
     if not text:
         return 0
     base = math.ceil(len(text) / 4)
-    factor = min(MAX_FACTOR, 1 + FACTOR_PER_SPECIAL_CHAR * len(_NON_WORD.findall(text)))
+    # Past SPECIALS_AT_CAP characters the factor is capped: stop counting there.
+    specials = sum(1 for _ in itertools.islice(_NON_WORD.finditer(text), SPECIALS_AT_CAP))
+    factor = min(MAX_FACTOR, 1 + FACTOR_PER_SPECIAL_CHAR * specials)
     return math.ceil(round(base * factor * SAFETY_MARGIN, 6))
 
 
@@ -66,9 +71,23 @@ def _model(model: str | None) -> str:
     return model or settings.GEMINI_MODEL
 
 
+GENERATION_TTL_S = 1.0
+_generation_seen = (0.0, 1)  # (monotonic time read, value)
+
+
 def _generation() -> int:
-    """Bumped by clear_token_cache(): older keys are never read again and age out."""
-    return cache.get_or_set(f"{CACHE_PREFIX}:generation", 1, timeout=None)
+    """Bumped by clear_token_cache(): older keys are never read again and age out.
+
+    Re-read from the shared cache at most once a second per process, so a clear reaches
+    every node within a second and a cached count costs one cache round trip, not two.
+    """
+    global _generation_seen
+    read_at, value = _generation_seen
+    now = time.monotonic()
+    if now - read_at > GENERATION_TTL_S:
+        value = cache.get_or_set(f"{CACHE_PREFIX}:generation", 1, timeout=None)
+        _generation_seen = (now, value)
+    return value
 
 
 def _key(model: str, text: str) -> str:
@@ -82,12 +101,12 @@ def _stat_key(name: str) -> str:
 
 def _bump(name: str) -> None:
     key = _stat_key(name)
-    # add-then-incr is atomic on both locmem and Redis, so threads and nodes agree.
-    cache.add(key, 0, timeout=None)
+    # incr is atomic on both locmem and Redis, so threads and nodes agree.
     try:
         cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=None)
+    except ValueError:  # first use (or evicted): create it, then count
+        cache.add(key, 0, timeout=None)
+        cache.incr(key)
 
 
 @memoize
@@ -206,7 +225,8 @@ def token_cache_stats() -> dict:
 
 def clear_token_cache() -> None:
     """Forget cached counts and statistics, on every node when the cache is shared."""
+    global _generation_seen
     _system_prompt_count.cache_clear()
     key = f"{CACHE_PREFIX}:generation"
     cache.add(key, 1, timeout=None)
-    cache.incr(key)
+    _generation_seen = (time.monotonic(), cache.incr(key))
