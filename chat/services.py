@@ -13,7 +13,8 @@ from chat.models import Chat
 
 def _lock_owner_and_check_limit(*, user) -> None:
     # Lock the owner's row so two parallel creates cannot both pass the limit.
-    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    # NO KEY UPDATE: inserts that reference the user (chats, ledger entries) stay unblocked.
+    get_user_model().objects.select_for_update(no_key=True).filter(pk=user.pk).first()
     active = Chat.objects.filter(owner=user, is_active=True).count()
     if active >= settings.MAX_CHATS_PER_USER:
         raise ChatLimitReached(
@@ -31,7 +32,7 @@ def soft_delete_chat(*, chat: Chat) -> Chat:
     """Hide the chat from its owner; staff still see it and can restore it."""
     with transaction.atomic():
         # The row lock orders this against a message being saved into the chat.
-        locked = Chat.objects.select_for_update().get(pk=chat.pk)
+        locked = Chat.objects.select_for_update(no_key=True).get(pk=chat.pk)
         if locked.is_active:
             locked.is_active = False
             locked.deleted_at = timezone.now()
@@ -41,7 +42,7 @@ def soft_delete_chat(*, chat: Chat) -> Chat:
 
 def restore_chat(*, chat: Chat) -> Chat:
     with transaction.atomic():
-        locked = Chat.objects.select_for_update().get(pk=chat.pk)
+        locked = Chat.objects.select_for_update(no_key=True).get(pk=chat.pk)
         if not locked.is_active:
             _lock_owner_and_check_limit(user=locked.owner)
             locked.is_active = True

@@ -141,7 +141,11 @@ def estimate_input_tokens(history: list[Turn], text: str) -> int:
 def _save_user_message_and_reserve(*, user, chat: Chat, text: str, input_estimate: int):
     with transaction.atomic():
         # Lock the chat row: a concurrent delete either lands first (we refuse) or waits.
-        if not Chat.objects.select_for_update().filter(pk=chat.pk, is_active=True).exists():
+        # NO KEY UPDATE, like the delete's own UPDATE: a plain FOR UPDATE would also block
+        # the KEY SHARE lock that inserting a reply into this chat takes, and a settle that
+        # holds the budget row while inserting its reply would deadlock with us.
+        locked = Chat.objects.select_for_update(no_key=True)
+        if not locked.filter(pk=chat.pk, is_active=True).exists():
             raise ChatNotFound()
         reservation = reserve_tokens(
             user=user,

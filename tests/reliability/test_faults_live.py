@@ -94,3 +94,117 @@ def test_no_api_key_jwt_or_password_in_any_log_line(tmp_path, fake_gemini):
     assert "api/chat" in log  # the run was logged at all
     for secret in (key, token, PASSWORD, token.split(".")[2]):
         assert secret not in log
+
+
+def _books_balance(username):
+    budget = TokenBudget.objects.get(user__username=username)
+    total = LedgerEntry.objects.filter(user__username=username).aggregate(t=Sum("total"))["t"]
+    return budget.used == (total or 0) and budget.reserved == 0
+
+
+def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    env = {
+        "LLM_PROVIDER": "local",
+        "LOCAL_LLM_CHUNKS": "20",
+        "LOCAL_LLM_CHUNK_DELAY_MS": "15",
+        "MAX_CHATS_PER_USER": "60",
+    }
+    with live_gunicorn(env=env, tmp_path=tmp_path) as server:
+        username, headers = make_user_and_token(server)
+        chat_id = create_chat(server, headers)
+        host, port = server.url.removeprefix("http://").split(":")
+        body = b'{"message": "stream and hang up"}'
+        request = (
+            f"POST /api/chat/{chat_id}/message HTTP/1.0\r\nHost: {host}\r\n"
+            f"Authorization: {headers['Authorization']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        for _ in range(50):
+            hang_up_after = rng.randint(1, 19)
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(request)
+            received = b""
+            while received.count(b"data: ") < hang_up_after:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            sock.close()
+        wait_until(
+            lambda: Message.objects.filter(chat_id=chat_id, role="model").count() == 50,
+            timeout=60,
+            message="all 50 replies to be saved",
+        )
+    assert Message.objects.filter(chat_id=chat_id, role="user").count() == 50
+    statuses = set(
+        Message.objects.filter(chat_id=chat_id, role="model").values_list("status", flat=True)
+    )
+    assert statuses <= {"partial", "complete"} and "partial" in statuses
+    assert _books_balance(username)
+
+
+@pytest.mark.parametrize(
+    ("script", "status", "code"),
+    [
+        ({"error_status": 429}, 503, "upstream_rate_limited"),
+        ({"error_status": 500}, 502, "upstream_error"),
+        ({"error_status": 503}, 502, "upstream_error"),
+        ({"stall_after": 0, "stall_s": 5}, 504, "upstream_timeout"),
+        ({"block_prompt": "SAFETY"}, 400, "content_blocked"),
+        ({"chunks": ["a", "b", "c"], "drop_after": 2}, 200, "upstream_error"),
+        ({"chunks": ["a", "b", "c"], "malformed_after": 1}, 200, "upstream_error"),
+        ({"chunks": ["a", "b", "c"], "stall_after": 2, "stall_s": 5}, 200, "upstream_timeout"),
+        ({"chunks": ["ok"], "block_reply": True}, 400, "content_blocked"),
+    ],
+    ids=[
+        "429",
+        "500",
+        "503",
+        "stall-first",
+        "block-prompt",
+        "drop",
+        "malformed",
+        "stall-mid",
+        "block-reply",
+    ],
+)
+def test_each_upstream_fault_through_gunicorn(tmp_path, fake_gemini, script, status, code):
+    fake_gemini.default = Script(**script)
+    env = {
+        "LLM_PROVIDER": "gemini",
+        "GEMINI_API_KEY": "test-key-not-secret",
+        "GEMINI_BASE_URL": fake_gemini.url,
+        "GEMINI_RETRY_ATTEMPTS": "2",
+        "GEMINI_RETRY_INITIAL_DELAY_S": "0.01",
+        "GEMINI_TIMEOUT_MS": "500",
+    }
+    with live_gunicorn(env=env, tmp_path=tmp_path) as server:
+        username, headers = make_user_and_token(server)
+        chat_id = create_chat(server, headers)
+        response = httpx.post(
+            f"{server.url}/api/chat/{chat_id}/message",
+            json={"message": "fault"},
+            headers=headers,
+            timeout=30,
+        )
+        wait_until(
+            lambda: Message.objects.filter(chat_id=chat_id, role="model").exists(),
+            timeout=15,
+            message="the reply row",
+        )
+    assert response.status_code == status
+    if status == 200:
+        done = [json_line for json_line in response.text.split("\n") if '"done"' in json_line]
+        assert f'"code":"{code}"' in done[-1]
+    else:
+        assert response.json()["error"]["code"] == code
+    if code == "upstream_rate_limited":  # the SDK retried before giving up
+        assert len(fake_gemini.generate_requests()) == 2
+    assert Message.objects.get(chat_id=chat_id, role="user").content == "fault"
+    reply = Message.objects.get(chat_id=chat_id, role="model")
+    assert reply.status == ("partial" if status == 200 else "failed")
+    assert reply.error_code == code
+    assert _books_balance(username)
