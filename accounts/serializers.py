@@ -17,6 +17,8 @@ class RegisterSerializer(serializers.Serializer):
 
 
 class UserSerializer(serializers.ModelSerializer):
+    # Email is optional at registration, so "" is a valid value (not format: email).
+    email = serializers.CharField(read_only=True)
     monthly_token_limit = serializers.IntegerField(read_only=True, allow_null=True)
 
     class Meta:

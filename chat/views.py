@@ -1,5 +1,6 @@
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.views import APIView
 
@@ -13,6 +14,9 @@ from chat.serializers import (
 )
 from chat.streaming import start_reply
 from config.api import EnvelopePagination, error_responses, success, success_schema
+
+# Routed as <str:chat_id> so a malformed id reaches access_chat and gets 400 invalid_chat_id.
+CHAT_ID = OpenApiParameter("chat_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 class ChatListView(APIView):
@@ -40,6 +44,7 @@ class ChatListView(APIView):
 class ChatDetailView(APIView):
     @extend_schema(
         operation_id="chat_detail",
+        parameters=[CHAT_ID],
         responses={
             200: success_schema(ChatDetailSerializer),
             **error_responses(400, 401, 403, 404),
@@ -51,6 +56,7 @@ class ChatDetailView(APIView):
 
     @extend_schema(
         operation_id="chat_delete",
+        parameters=[CHAT_ID],
         responses={
             200: success_schema(ChatDeletedSerializer),
             **error_responses(400, 401, 403, 404),
@@ -68,6 +74,7 @@ class ChatDetailView(APIView):
 class MessageView(APIView):
     @extend_schema(
         operation_id="chat_message_send",
+        parameters=[CHAT_ID],
         request=MessageInputSerializer,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
