@@ -104,13 +104,14 @@ def test_parallel_streams_of_one_user_never_pass_the_limit(tmp_path):
     env = {
         "LLM_PROVIDER": "local",
         "LOCAL_LLM_CHUNK_DELAY_MS": "20",
-        "DEFAULT_TOKEN_LIMIT": "3000",
-        "MAX_CHATS_PER_USER": "20",
+        # one reservation is about 90 input + 256 output tokens: the budget covers ~10
+        "DEFAULT_TOKEN_LIMIT": "3500",
+        "MAX_CHATS_PER_USER": "50",
         "GEMINI_MAX_OUTPUT_TOKENS": "256",
     }
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
-        chats = [create_chat(server, headers) for _ in range(20)]
+        chats = [create_chat(server, headers) for _ in range(50)]
 
         import concurrent.futures
 
@@ -123,9 +124,10 @@ def test_parallel_streams_of_one_user_never_pass_the_limit(tmp_path):
                 )
                 return response.status_code
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
             statuses = list(pool.map(send, chats))
     assert set(statuses) <= {200, 403}
+    # how many win depends on how fast earlier replies settle; the limit must hold regardless
     assert statuses.count(200) >= 1 and statuses.count(403) >= 1
     budget = TokenBudget.objects.get(user__username=username)
     assert budget.used <= budget.limit
