@@ -10,6 +10,7 @@ from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from billing.selectors import tokens_per_day, top_users
 from billing.services import reset_budget, set_monthly_limit
 from billing.tokens import token_cache_stats
+from config.admin import ReadOnlyAdminMixin
 
 
 class UsageLevelFilter(admin.SimpleListFilter):
@@ -129,19 +130,8 @@ class TokenBudgetAdmin(admin.ModelAdmin):
         self.message_user(request, f"Reset {changed} budget(s).", messages.SUCCESS)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "user",
@@ -160,7 +150,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(TokenReservation)
-class TokenReservationAdmin(ReadOnlyAdmin):
+class TokenReservationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "user", "amount", "output_cap", "state", "expires_at")
     list_filter = ("state",)
     list_select_related = ("user",)

@@ -5,20 +5,10 @@ from django.utils.html import format_html
 from chat.exceptions import ChatLimitReached
 from chat.models import Chat, Message
 from chat.services import restore_chat
+from config.admin import ReadOnlyAdminMixin
 
 
-class ReadOnlyMixin:
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class MessageInline(ReadOnlyMixin, admin.TabularInline):
+class MessageInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Message
     fields = ("created_at", "role", "status", "tokens_used", "token_source", "content")
     readonly_fields = fields
@@ -107,7 +97,7 @@ class ChatAdmin(admin.ModelAdmin):
 
 
 @admin.register(Message)
-class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
         "chat",

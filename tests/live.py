@@ -117,3 +117,27 @@ def live_gunicorn(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
+
+
+def open_raw_stream(server: LiveServer, path: str, headers: dict, body: bytes) -> socket.socket:
+    """POST over a bare socket (HTTP/1.0), so a test can hang up whenever it likes."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    sock.sendall(
+        f"POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+        + body
+    )
+    return sock
+
+
+def read_events(sock: socket.socket, count: int) -> bytes:
+    """Read until `count` data events arrived (or the server closed)."""
+    received = b""
+    while received.count(b"data: ") < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received

@@ -3,7 +3,6 @@ leaves its message, the partial reply and settled tokens, and parallel streams n
 push a user past the budget. PostgreSQL: the server process shares the test database."""
 
 import itertools
-import socket
 import time
 import uuid
 
@@ -13,7 +12,7 @@ from django.db.models import Sum
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from chat.models import Message
-from tests.live import live_gunicorn, wait_until
+from tests.live import live_gunicorn, open_raw_stream, read_events, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -72,18 +71,10 @@ def test_a_client_that_goes_away_leaves_message_partial_reply_and_settled_tokens
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
         chat_id = create_chat(server, headers)
-        host, port = server.url.removeprefix("http://").split(":")
-        body = b'{"message": "a long story please"}'
-        request = (
-            f"POST /api/chat/{chat_id}/message HTTP/1.1\r\nHost: {host}\r\n"
-            f"Authorization: {headers['Authorization']}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
-        sock = socket.create_connection((host, int(port)))
-        sock.sendall(request)
-        received = b""
-        while received.count(b"data: ") < 3:
-            received += sock.recv(4096)
+        sock = open_raw_stream(
+            server, f"/api/chat/{chat_id}/message", headers, b'{"message": "a long story please"}'
+        )
+        read_events(sock, 3)
         sock.close()  # the client goes away after a few chunks
 
         def settled():

@@ -3,7 +3,6 @@ full run whose logs must hold no API key, JWT or password."""
 
 import os
 import signal
-import socket
 
 import httpx
 import pytest
@@ -12,9 +11,14 @@ from django.db.models import Sum
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from billing.services import release_stale_reservations
 from chat.models import Message
-from tests.chat.test_stream_live import PASSWORD, create_chat, make_user_and_token
+from tests.chat.test_stream_live import (
+    PASSWORD,
+    books_balance,
+    create_chat,
+    make_user_and_token,
+)
 from tests.fakes.gemini import Script
-from tests.live import live_gunicorn, wait_until
+from tests.live import live_gunicorn, open_raw_stream, read_events, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -29,18 +33,10 @@ def test_a_killed_worker_leaves_the_message_and_the_sweep_recovers_the_reservati
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
         chat_id = create_chat(server, headers)
-        host, port = server.url.removeprefix("http://").split(":")
-        body = b'{"message": "a very long story"}'
-        sock = socket.create_connection((host, int(port)))
-        sock.sendall(
-            f"POST /api/chat/{chat_id}/message HTTP/1.0\r\nHost: {host}\r\n"
-            f"Authorization: {headers['Authorization']}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
+        sock = open_raw_stream(
+            server, f"/api/chat/{chat_id}/message", headers, b'{"message": "a very long story"}'
         )
-        received = b""
-        while received.count(b"data: ") < 2:
-            received += sock.recv(4096)
+        read_events(sock, 2)
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGKILL)  # no finally runs in the worker
         sock.close()
@@ -96,12 +92,6 @@ def test_no_api_key_jwt_or_password_in_any_log_line(tmp_path, fake_gemini):
         assert secret not in log
 
 
-def _books_balance(username):
-    budget = TokenBudget.objects.get(user__username=username)
-    total = LedgerEntry.objects.filter(user__username=username).aggregate(t=Sum("total"))["t"]
-    return budget.used == (total or 0) and budget.reserved == 0
-
-
 def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
     import random
 
@@ -115,23 +105,14 @@ def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
         chat_id = create_chat(server, headers)
-        host, port = server.url.removeprefix("http://").split(":")
-        body = b'{"message": "stream and hang up"}'
-        request = (
-            f"POST /api/chat/{chat_id}/message HTTP/1.0\r\nHost: {host}\r\n"
-            f"Authorization: {headers['Authorization']}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode() + body
         for _ in range(50):
-            hang_up_after = rng.randint(1, 19)
-            sock = socket.create_connection((host, int(port)))
-            sock.sendall(request)
-            received = b""
-            while received.count(b"data: ") < hang_up_after:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
+            sock = open_raw_stream(
+                server,
+                f"/api/chat/{chat_id}/message",
+                headers,
+                b'{"message": "stream and hang up"}',
+            )
+            read_events(sock, rng.randint(1, 19))
             sock.close()
         wait_until(
             lambda: Message.objects.filter(chat_id=chat_id, role="model").count() == 50,
@@ -143,7 +124,7 @@ def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
         Message.objects.filter(chat_id=chat_id, role="model").values_list("status", flat=True)
     )
     assert statuses <= {"partial", "complete"} and "partial" in statuses
-    assert _books_balance(username)
+    assert books_balance(username)
 
 
 @pytest.mark.parametrize(
@@ -207,4 +188,4 @@ def test_each_upstream_fault_through_gunicorn(tmp_path, fake_gemini, script, sta
     reply = Message.objects.get(chat_id=chat_id, role="model")
     assert reply.status == ("partial" if status == 200 else "failed")
     assert reply.error_code == code
-    assert _books_balance(username)
+    assert books_balance(username)
