@@ -11,7 +11,6 @@ keyed by model and a SHA-256 of the text, never the text itself.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import logging
@@ -116,14 +115,18 @@ def _counter(path: str):
 
 def count_text_tokens(text: str, model: str | None = None) -> int:
     """The provider's count for `text`, cached; the estimate when the provider fails."""
+    return _count(text, _model(model))[0]
+
+
+def _count(text: str, model: str) -> tuple[int, bool]:
+    """(tokens, True when they came from the count API or its cache, False for an estimate)."""
     if not text:
-        return 0
-    model = _model(model)
+        return 0, True
     key = _key(model, text)
     cached = cache.get(key)
     if cached is not None:
         _bump("hits")
-        return cached
+        return cached, True
     _bump("misses")
     try:
         _bump("api_calls")
@@ -132,25 +135,34 @@ def count_text_tokens(text: str, model: str | None = None) -> int:
         _bump("fallbacks")
         _bump("estimates")
         logger.warning("Token count failed (%s); using the estimate", type(exc).__name__)
-        return estimate_tokens(text)
+        return estimate_tokens(text), False
     if cache.add(key, count, timeout=COUNT_TIMEOUT_S):
         _bump("entries")
-    return count
+    return count, True
+
+
+# (model, prompt) -> count. It is read on every message, so it lives in process memory; only
+# real counts are kept, so a count API that failed once is asked again next time.
+_system_prompt_counts: dict[tuple[str, str], int] = {}
 
 
 def count_system_prompt_tokens(model: str | None = None) -> int:
     """The system prompt's count: counted once per process, model and prompt.
 
-    It is read on every message, so it is kept in process memory; the first read in each
-    process goes through the shared cache (one count-API call for the whole fleet).
+    The first read in each process goes through the shared cache (one count-API call for
+    the whole fleet); a (model, prompt) pair always counts the same.
     """
-    return _system_prompt_count(_model(model), settings.SYSTEM_PROMPT)
+    return _system_prompt_count(_model(model))[0]
 
 
-@functools.lru_cache(maxsize=16)
-def _system_prompt_count(model: str, prompt: str) -> int:
-    # A (model, prompt) pair always counts the same, so a cleared cache changes nothing here.
-    return count_text_tokens(prompt, model)
+def _system_prompt_count(model: str) -> tuple[int, bool]:
+    key = (model, settings.SYSTEM_PROMPT)
+    if key in _system_prompt_counts:
+        return _system_prompt_counts[key], True
+    count, counted = _count(settings.SYSTEM_PROMPT, model)
+    if counted:
+        _system_prompt_counts[key] = count
+    return count, counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,18 +196,19 @@ def calculate_message_tokens(
     input = system prompt + history + user text + TOKEN_OVERHEAD; output = the reply.
     `source` is "counted" when every part came from the count API (or its cache).
     """
-    fallbacks_before = _stat("fallbacks")
-    parts = {
-        "system_prompt_tokens": count_system_prompt_tokens(model),
-        "history_tokens": sum(count_text_tokens(text, model) for text in history_texts),
-        "user_tokens": count_text_tokens(user_text, model),
-        "output_tokens": count_text_tokens(reply_text, model),
-    }
-    estimated = _stat("fallbacks") != fallbacks_before
+    model = _model(model)
+    system = _system_prompt_count(model)
+    history = [_count(text, model) for text in history_texts]
+    user = _count(user_text, model)
+    output = _count(reply_text, model)
+    counted = all(ok for _, ok in (system, *history, user, output))
     return MessageTokens(
+        system_prompt_tokens=system[0],
+        history_tokens=sum(tokens for tokens, _ in history),
+        user_tokens=user[0],
         overhead_tokens=settings.TOKEN_OVERHEAD,
-        source="estimated" if estimated else "counted",
-        **parts,
+        output_tokens=output[0],
+        source="counted" if counted else "estimated",
     )
 
 
@@ -226,7 +239,7 @@ def token_cache_stats() -> dict:
 def clear_token_cache() -> None:
     """Forget cached counts and statistics, on every node when the cache is shared."""
     global _generation_seen
-    _system_prompt_count.cache_clear()
+    _system_prompt_counts.clear()
     key = f"{CACHE_PREFIX}:generation"
     cache.add(key, 1, timeout=None)
     _generation_seen = (time.monotonic(), cache.incr(key))

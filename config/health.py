@@ -6,6 +6,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from chat.llm import provider_state
+from config.api import error_response
 
 
 def database_state() -> str:
@@ -23,16 +24,6 @@ def database_state() -> str:
 def health(request):
     data = {"database": database_state(), "model": provider_state()}
     if data["database"] != "ok":
-        return JsonResponse(
-            {
-                "status": "error",
-                "error": {
-                    "code": "unhealthy",
-                    "message": "The database is unreachable.",
-                    "details": data,
-                },
-            },
-            status=503,
-        )
+        return error_response("unhealthy", "The database is unreachable.", 503, details=data)
     # A missing key is reported, not fatal: the server answers 503 on use instead.
     return JsonResponse({"status": "success", "data": data})

@@ -128,3 +128,23 @@ def test_token_stats_endpoint_is_staff_only(api_client, user, staff_user):
     api_client.force_authenticate(staff_user)
     data = api_client.get("/api/chat/token-stats").json()["data"]
     assert set(data) >= {"hits", "misses", "hit_rate", "entries", "api_calls", "fallbacks"}
+
+
+def test_source_comes_from_this_exchanges_own_counts(fake_gemini):
+    def prompt_counts() -> int:
+        return sum(
+            "NFT" in r["body"]["contents"][0]["parts"][0]["text"]
+            for r in fake_gemini.count_requests()
+        )
+
+    fake_gemini.count_error_status = 500
+    estimated = calculate_message_tokens("question", "answer")
+    assert estimated.source == "estimated"
+    failed_attempts = prompt_counts()  # the SDK retries a 500 before giving up
+    assert failed_attempts >= 1
+
+    fake_gemini.count_error_status = None
+    counted = calculate_message_tokens("question", "answer")
+    assert counted.source == "counted"
+    # The failed system-prompt count was not remembered: it was asked for once more.
+    assert prompt_counts() == failed_attempts + 1
