@@ -174,3 +174,72 @@ def test_used_equals_the_ledger_after_successes_failures_and_disconnects(tmp_pat
     )
     assert Message.objects.filter(chat_id=chat_id, role="user").count() == 6
     assert books_balance(username)
+
+
+def test_one_worker_serves_many_streams_on_a_few_database_connections(tmp_path):
+    """Production's worker class (gevent): 200 concurrent streams in one worker process, each
+    with its own transactions, on a pool of 4 PostgreSQL connections."""
+    import concurrent.futures
+    import threading
+
+    import psycopg
+
+    from tests.live import database_url
+
+    pool_size, users, chats_per_user = 4, 4, 50
+    env = {
+        "LLM_PROVIDER": "local",
+        "LOCAL_LLM_CHUNKS": "20",
+        "LOCAL_LLM_CHUNK_DELAY_MS": "50",
+        "DB_POOL_MIN_SIZE": "1",
+        "DB_POOL_MAX_SIZE": str(pool_size),
+        "MAX_CHATS_PER_USER": str(chats_per_user),
+        "DEFAULT_TOKEN_LIMIT": "10000000",
+        # tells the server's connections from this test process's own (it has a pool too)
+        "DATABASE_URL": f"{database_url()}?application_name=live-many-streams",
+    }
+    with live_gunicorn(env=env, tmp_path=tmp_path, workers=1) as server:
+        assert "Using worker: gevent" in server.log()
+        [worker] = server.worker_pids()
+        accounts = [make_user_and_token(server) for _ in range(users)]
+        jobs = [(h, create_chat(server, h)) for _, h in accounts for _ in range(chats_per_user)]
+
+        peak = 0
+        stop = threading.Event()
+
+        def sample():
+            nonlocal peak
+            with psycopg.connect(database_url(), autocommit=True) as conn:
+                while not stop.is_set():
+                    (count,) = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity"
+                        " WHERE application_name = 'live-many-streams'"
+                    ).fetchone()
+                    peak = max(peak, count)
+                    stop.wait(0.02)
+
+        def send(job):
+            headers, chat_id = job
+            with httpx.Client(timeout=60) as client:
+                response = client.post(
+                    f"{server.url}/api/chat/{chat_id}/message",
+                    json={"message": "many at once"},
+                    headers=headers,
+                )
+            return response.status_code, response.text
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+                results = list(pool.map(send, jobs))
+        finally:
+            stop.set()
+            sampler.join()
+        assert server.worker_pids() == [worker]  # no worker was killed or restarted
+
+    assert [status for status, _ in results] == [200] * len(jobs)
+    assert all('"done":true' in body and '"error"' not in body for _, body in results)
+    assert Message.objects.filter(role="model", status="complete").count() == len(jobs)
+    assert 1 <= peak <= pool_size
+    assert all(books_balance(username) for username, _ in accounts)
