@@ -33,6 +33,14 @@ class TokenBudget(models.Model):
     def remaining(self) -> int:
         return max(0, self.limit - self.used - self.reserved)
 
+    def snapshot(self) -> dict:
+        return {
+            "limit": self.limit,
+            "used": self.used,
+            "reserved": self.reserved,
+            "remaining": self.remaining,
+        }
+
 
 class TokenReservation(models.Model):
     """A hold on budget for one streaming reply; expires so a sweep can free what a killed

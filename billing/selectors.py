@@ -15,13 +15,7 @@ RECENT_LEDGER_ENTRIES = 20
 
 
 def budget_snapshot(*, user) -> dict:
-    budget = get_budget(user=user)
-    return {
-        "limit": budget.limit,
-        "used": budget.used,
-        "reserved": budget.reserved,
-        "remaining": budget.remaining,
-    }
+    return get_budget(user=user).snapshot()
 
 
 def usage_summary(*, user) -> dict:
@@ -42,10 +36,7 @@ def usage_summary(*, user) -> dict:
         )[:RECENT_LEDGER_ENTRIES]
     )
     return {
-        "limit": budget.limit,
-        "used": budget.used,
-        "reserved": budget.reserved,
-        "remaining": budget.remaining,
+        **budget.snapshot(),
         "percent_used": round(100 * budget.used / budget.limit, 1) if budget.limit else 100.0,
         "period_start": budget.period,
         "reset_date": next_period(budget.period),

@@ -5,6 +5,7 @@ ledger entry, so that for each user and month used == sum(ledger.total)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
@@ -91,6 +92,25 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    entry: LedgerEntry
+    budget: dict  # the month's limit, used, reserved and remaining once settled
+
+
+def _locked_reservation(reservation_id: int) -> TokenReservation:
+    """The reservation and its budget row, both locked in one statement.
+
+    Every path that settles or releases a hold takes the two locks this same way, so they
+    are always taken in the same order.
+    """
+    return (
+        TokenReservation.objects.select_for_update(no_key=True, of=("self", "budget"))
+        .select_related("budget")
+        .get(pk=reservation_id)
+    )
+
+
 def settle_reservation(
     *,
     reservation_id: int,
@@ -99,19 +119,21 @@ def settle_reservation(
     input_tokens: int,
     output_tokens: int,
     source: str,
-) -> LedgerEntry:
+) -> Settlement:
     """Charge what one reply consumed and drop its hold; one ledger entry per message.
 
     Idempotent: a second call for the same message returns the first entry. The charge is
     clamped so `used` never passes the limit.
     """
     with transaction.atomic(savepoint=False):
-        reservation = TokenReservation.objects.select_for_update().get(pk=reservation_id)
-        existing = LedgerEntry.objects.filter(message_id=message_id).first()
+        reservation = _locked_reservation(reservation_id)
+        budget = reservation.budget
+        active = reservation.state == TokenReservation.State.ACTIVE
+        # Only a hold that is no longer active can have been settled already.
+        existing = None if active else LedgerEntry.objects.filter(message_id=message_id).first()
         if existing is not None:
-            return existing
-        budget = TokenBudget.objects.select_for_update(no_key=True).get(pk=reservation.budget_id)
-        held = reservation.amount if reservation.state == TokenReservation.State.ACTIVE else 0
+            return Settlement(entry=existing, budget=budget.snapshot())
+        held = reservation.amount if active else 0
         others_held = budget.reserved - held
         charge = max(0, min(input_tokens + output_tokens, budget.limit - budget.used - others_held))
         TokenBudget.objects.filter(pk=budget.pk).update(
@@ -120,7 +142,7 @@ def settle_reservation(
         TokenReservation.objects.filter(pk=reservation.pk).update(
             state=TokenReservation.State.SETTLED
         )
-        return LedgerEntry.objects.create(
+        entry = LedgerEntry.objects.create(
             user_id=reservation.user_id,
             period=budget.period,
             kind=LedgerEntry.Kind.EXCHANGE,
@@ -132,15 +154,19 @@ def settle_reservation(
             source=source,
             note="" if charge == input_tokens + output_tokens else "clamped to the limit",
         )
+        # The row is locked until commit, so the update's result is known without a read.
+        budget.used += charge
+        budget.reserved -= held
+        return Settlement(entry=entry, budget=budget.snapshot())
 
 
 def release_reservation(*, reservation_id: int, reason: str = "") -> bool:
     """Drop a hold without charging. Idempotent: False when it was no longer active."""
-    with transaction.atomic():
-        reservation = TokenReservation.objects.select_for_update().get(pk=reservation_id)
+    with transaction.atomic(savepoint=False):
+        reservation = _locked_reservation(reservation_id)
         if reservation.state != TokenReservation.State.ACTIVE:
             return False
-        TokenBudget.objects.select_for_update(no_key=True).filter(pk=reservation.budget_id).update(
+        TokenBudget.objects.filter(pk=reservation.budget_id).update(
             reserved=F("reserved") - reservation.amount
         )
         TokenReservation.objects.filter(pk=reservation.pk).update(

@@ -17,11 +17,18 @@ def parse_chat_id(chat_id) -> uuid.UUID:
         raise InvalidChatId() from None
 
 
-def access_chat(*, user, chat_id) -> Chat:
-    """The caller's active chat: 400 not a UUID, 404 absent or deleted, 403 someone else's."""
+def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
+    """The caller's active chat: 400 not a UUID, 404 absent or deleted, 403 someone else's.
+
+    lock=True (inside a transaction) also locks the row FOR NO KEY UPDATE, like the delete's
+    own UPDATE: a concurrent delete then either lands first (404) or waits. NO KEY: a plain
+    FOR UPDATE would also block the KEY SHARE lock that inserting a reply into the chat
+    takes, and a settle that holds the budget row while inserting its reply would deadlock.
+    """
     pk = parse_chat_id(chat_id)
-    chat = Chat.objects.filter(pk=pk, is_active=True).first()
-    if chat is None:
+    chats = Chat.objects.select_for_update(no_key=True) if lock else Chat.objects
+    chat = chats.filter(pk=pk).first()
+    if chat is None or not chat.is_active:
         raise ChatNotFound()
     if chat.owner_id != user.pk:
         raise ChatForbidden()

@@ -28,11 +28,11 @@ from billing.selectors import budget_snapshot
 from billing.services import release_reservation, reserve_tokens, settle_reservation
 from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
 from chat import sse
-from chat.exceptions import ChatNotFound, RateLimited, StreamFailed, TokenLimitReached
+from chat.exceptions import RateLimited, StreamFailed, TokenLimitReached
 from chat.llm import get_provider
 from chat.llm.base import ReplyStream, StreamResult, Turn
 from chat.llm.errors import LLMError, LLMUnavailable, UpstreamError
-from chat.models import Chat, Message
+from chat.models import Message
 from chat.selectors import access_chat, recent_turns
 from config.api import ServiceError
 
@@ -73,33 +73,17 @@ def start_reply(*, user, chat_id: str, text: str) -> Iterator[bytes]:
     Raises ServiceError subclasses (mapped to the envelope by the API) for every failure
     that can be known before streaming; returns the SSE body otherwise.
     """
-    chat = access_chat(user=user, chat_id=chat_id)
-    check_rate_limit(user=user)
     provider = get_provider()
-    if provider.status() != "ok":
-        raise LLMUnavailable()
-    history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
-    user_message, reservation = _save_user_message_and_reserve(
-        user=user, chat=chat, text=text, input_estimate=estimate_input_tokens(history, text)
-    )
-    exchange = _Exchange(
-        user=user,
-        chat_id=chat.pk,
-        text=text,
-        history=history,
-        user_message_id=user_message.pk,
-        reservation_id=reservation.pk,
-        output_cap=reservation.output_cap,
-        # Only a cap the budget imposed is ours to enforce; the provider keeps its own.
-        budget_capped=reservation.output_cap < settings.GEMINI_MAX_OUTPUT_TOKENS,
-    )
+    # Counted once per process (the first time may ask the count API): before any lock.
+    count_system_prompt_tokens()
+    exchange = _save_user_message_and_reserve(user=user, chat_id=chat_id, text=text)
     # The wait on the model can be long: hold no database connection during it.
     _release_db_connection()
 
     pump = _Pump(
         provider.stream_reply(
             system_prompt=settings.SYSTEM_PROMPT,
-            history=history,
+            history=exchange.history,
             message=text,
             max_output_tokens=exchange.output_cap,
         )
@@ -138,24 +122,34 @@ def estimate_input_tokens(history: list[Turn], text: str) -> int:
     )
 
 
-def _save_user_message_and_reserve(*, user, chat: Chat, text: str, input_estimate: int):
+def _save_user_message_and_reserve(*, user, chat_id: str, text: str) -> _Exchange:
+    """One transaction: access (chat row locked), rate limit, provider, history, the budget
+    reservation and the user's message. Any refusal rolls it all back."""
     with transaction.atomic():
-        # Lock the chat row: a concurrent delete either lands first (we refuse) or waits.
-        # NO KEY UPDATE, like the delete's own UPDATE: a plain FOR UPDATE would also block
-        # the KEY SHARE lock that inserting a reply into this chat takes, and a settle that
-        # holds the budget row while inserting its reply would deadlock with us.
-        locked = Chat.objects.select_for_update(no_key=True)
-        if not locked.filter(pk=chat.pk, is_active=True).exists():
-            raise ChatNotFound()
+        chat = access_chat(user=user, chat_id=chat_id, lock=True)
+        check_rate_limit(user=user)
+        if get_provider().status() != "ok":
+            raise LLMUnavailable()
+        history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
         reservation = reserve_tokens(
             user=user,
-            input_tokens=input_estimate,
+            input_tokens=estimate_input_tokens(history, text),
             max_output_tokens=settings.GEMINI_MAX_OUTPUT_TOKENS,
         )
         message = Message.objects.create(
             chat=chat, role=Message.Role.USER, content=text, status=Message.Status.COMPLETE
         )
-    return message, reservation
+    return _Exchange(
+        user=user,
+        chat_id=chat.pk,
+        text=text,
+        history=history,
+        user_message_id=message.pk,
+        reservation_id=reservation.pk,
+        output_cap=reservation.output_cap,
+        # Only a cap the budget imposed is ours to enforce; the provider keeps its own.
+        budget_capped=reservation.output_cap < settings.GEMINI_MAX_OUTPUT_TOKENS,
+    )
 
 
 def _release_db_connection() -> None:
@@ -295,9 +289,9 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
     with transaction.atomic():
         if usage is None:
             release_reservation(reservation_id=exchange.reservation_id, reason=finish_reason)
-            charged = 0
+            charged, budget = 0, None
         else:
-            entry = settle_reservation(
+            settlement = settle_reservation(
                 reservation_id=exchange.reservation_id,
                 chat_id=exchange.chat_id,
                 message_id=reply_id,
@@ -305,7 +299,7 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
                 output_tokens=usage["output_tokens"],
                 source=usage["source"],
             )
-            charged = entry.total
+            charged, budget = settlement.entry.total, settlement.budget
         Message.objects.create(
             id=reply_id,
             chat_id=exchange.chat_id,
@@ -320,8 +314,9 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
             error_code=outcome.error.code if outcome.error else "",
         )
     if outcome.disconnected:
-        return {}  # nobody is listening; skip the budget read
-    budget = budget_snapshot(user=exchange.user)
+        return {}  # nobody is listening
+    if budget is None:  # nothing was charged: read the month's figures
+        budget = budget_snapshot(user=exchange.user)
     done = {
         "done": True,
         "tokens_used": charged,

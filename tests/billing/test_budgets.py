@@ -43,7 +43,7 @@ def settle(reservation, input_tokens, output_tokens, message_id=None):
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         source="provider",
-    )
+    ).entry
 
 
 def test_reserve_settle_arithmetic_and_ledger(user, settings):
@@ -65,6 +65,24 @@ def test_reserve_settle_arithmetic_and_ledger(user, settings):
     hold.refresh_from_db()
     assert hold.state == "settled"
     assert_invariant(user)
+
+
+def test_settlement_reports_the_budget_as_stored(user, settings):
+    settings.DEFAULT_TOKEN_LIMIT = 1000
+    other = reserve_tokens(user=user, input_tokens=20, max_output_tokens=30)  # still held
+    hold = reserve_tokens(user=user, input_tokens=100, max_output_tokens=200)
+    settlement = settle_reservation(
+        reservation_id=hold.pk,
+        chat_id=uuid.uuid4(),
+        message_id=uuid.uuid4(),
+        input_tokens=90,
+        output_tokens=40,
+        source="provider",
+    )
+    stored = TokenBudget.objects.get(user=user)
+    assert settlement.budget == stored.snapshot()
+    assert settlement.budget == {"limit": 1000, "used": 130, "reserved": 50, "remaining": 820}
+    assert other.state == "active"
 
 
 def test_refused_when_the_input_cannot_be_covered(user, settings):
