@@ -100,7 +100,20 @@ def summarize(
     }
 
 
-async def run_streams(host, port, jobs: list[tuple[str, dict]], message: str) -> list[StreamStats]:
-    """Open every stream at once; each job is (path, headers)."""
+async def run_streams(
+    host, port, jobs: list[tuple[str, dict]], message: str, *, spread_s: float = 0.0
+) -> list[StreamStats]:
+    """Open every stream; each job is (path, headers).
+
+    spread_s = 0: all at the same instant (a burst). spread_s > 0: stream i opens at
+    i * spread_s / len(jobs), evenly; with spread_s = one stream's length, len(jobs) streams
+    are open at once in steady state. Each stream's times count from its own start.
+    """
     body = json.dumps({"message": message}).encode()
-    return await asyncio.gather(*(stream_once(host, port, p, h, body) for p, h in jobs))
+    step = spread_s / len(jobs) if jobs else 0.0
+
+    async def delayed(index, path, headers):
+        await asyncio.sleep(index * step)
+        return await stream_once(host, port, path, headers, body)
+
+    return await asyncio.gather(*(delayed(i, p, h) for i, (p, h) in enumerate(jobs)))

@@ -7,6 +7,7 @@ samples the servers' RSS and PostgreSQL connections in use; prints ratios and wr
 bench/results/<time>.json and .png. Every process it starts is stopped by pid.
 
     python -m bench.run [--n 100 500 1000] [--chunks 50] [--delay-ms 40] [--quick]
+                        [--worker-class gthread --threads 520]
 """
 
 from __future__ import annotations
@@ -83,6 +84,30 @@ def gunicorn(settings_module: str, env: dict, log: Path):
             proc.kill()
 
 
+def cpu_seconds(procs) -> dict[int, float]:
+    """CPU seconds used so far, by pid."""
+    used = {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            used[proc.pid] = times.user + times.system
+    return used
+
+
+def cpu_used_since(before: dict[int, float], procs) -> float:
+    """CPU seconds `procs` used since `before` (processes started since count in full)."""
+    return sum(now - before.get(pid, 0.0) for pid, now in cpu_seconds(procs).items())
+
+
+def server_processes(pid: int) -> list:
+    master = psutil.Process(pid)
+    return [master, *master.children(recursive=True)]
+
+
+def postgres_processes() -> list:
+    return [p for p in psutil.process_iter(["username"]) if p.info["username"] == "postgres"]
+
+
 class Sampler(threading.Thread):
     """Peak RSS of the server's processes and peak PostgreSQL connections, every 100 ms."""
 
@@ -95,10 +120,9 @@ class Sampler(threading.Thread):
 
     def run(self):
         conn = psycopg.connect(f"{PG}/postgres", autocommit=True) if self.database else None
-        master = psutil.Process(self.pid)
         while not self.stop.is_set():
             with contextlib.suppress(psutil.Error):
-                procs = [master, *master.children(recursive=True)]
+                procs = server_processes(self.pid)
                 self.peak_rss = max(self.peak_rss, sum(p.memory_info().rss for p in procs))
             if conn:
                 (count,) = conn.execute(
@@ -142,11 +166,13 @@ def make_jobs(port: int, streams: int) -> list[tuple[str, dict]]:
     return jobs
 
 
-def measure(port, proc, jobs, database, upstream):
+def measure(port, proc, jobs, database, upstream, spread_s=0.0):
     sampler = Sampler(proc.pid, database)
     sampler.start()
     started = time.perf_counter()
-    results = asyncio.run(run_streams("127.0.0.1", port, jobs, "benchmark message"))
+    results = asyncio.run(
+        run_streams("127.0.0.1", port, jobs, "benchmark message", spread_s=spread_s)
+    )
     elapsed = time.perf_counter() - started
     sampler.stop.set()
     sampler.join()
@@ -160,7 +186,8 @@ def measure(port, proc, jobs, database, upstream):
 
 
 def throughput(port, proc, jobs, database, *, total: int, concurrency: int) -> dict:
-    """Messages per second with an instant upstream: `total` messages, `concurrency` at once."""
+    """Messages per second with an instant upstream: `total` messages, `concurrency` at once,
+    and the CPU one message costs the server's processes (and PostgreSQL's)."""
 
     async def go():
         from bench.load import stream_once
@@ -179,13 +206,19 @@ def throughput(port, proc, jobs, database, *, total: int, concurrency: int) -> d
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
         return done, time.perf_counter() - started
 
+    server_cpu = cpu_seconds(server_processes(proc.pid))
+    postgres_cpu = cpu_seconds(postgres_processes())
     results, elapsed = asyncio.run(go())
+    server_ms = 1000 * cpu_used_since(server_cpu, server_processes(proc.pid)) / total
+    postgres_ms = 1000 * cpu_used_since(postgres_cpu, postgres_processes()) / total
     ok = sum(r.ok for r in results)
     return {
         "messages": total,
         "ok": ok,
         "seconds": round(elapsed, 3),
         "per_second": round(ok / elapsed, 1),
+        "server_cpu_ms_per_message": round(server_ms, 2),
+        "postgres_cpu_ms_per_message": round(postgres_ms, 2) if database else 0.0,
     }
 
 
@@ -194,7 +227,10 @@ def main():
     parser.add_argument("--n", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--chunks", type=int, default=50)
     parser.add_argument("--delay-ms", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=520, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--worker-class", default=None, help="gunicorn worker class (default: the conf's, gevent)"
+    )
+    parser.add_argument("--threads", type=int, default=520, help="gthread: threads per worker")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--throughput", type=int, default=2000, help="messages, instant upstream")
     parser.add_argument("--quick", action="store_true", help="N = 50 100, fewer messages")
@@ -225,6 +261,7 @@ def main():
             "LOGIN_THROTTLE_RATE": "100000/min",
             "GUNICORN_WORKERS": str(args.workers),
             "GUNICORN_THREADS": str(args.threads),
+            **({"GUNICORN_WORKER_CLASS": args.worker_class} if args.worker_class else {}),
             "GUNICORN_LOGLEVEL": "warning",
             "LOG_LEVEL": "WARNING",
         }
@@ -241,6 +278,7 @@ def main():
         "chunks": args.chunks,
         "delay_ms": args.delay_ms,
         "workers": args.workers,
+        "worker_class": args.worker_class or "gevent (conf default)",
         "threads": args.threads,
         "pg_max_connections": max_connections,
         "runs": {},
@@ -257,7 +295,15 @@ def main():
             ours = measure(port, proc, jobs[:n], DB, upstream)
             relay = measure(rport, rproc, relay_jobs[:n], None, upstream)
             report["runs"][n] = {"ours": ours, "relay": relay}
-            print_run(n, ours, relay)
+            print_run(f"N={n}, all at once", ours, relay)
+        # Steady state: arrivals spread evenly over one stream's length, so N streams are
+        # open at once without all their set-ups landing in the same instant.
+        spread = upstream["upstream_total_s"]
+        for n in args.n:
+            ours = measure(port, proc, jobs[:n], DB, upstream, spread)
+            relay = measure(rport, rproc, relay_jobs[:n], None, upstream, spread)
+            report["runs"][n].update(ours_steady=ours, relay_steady=relay)
+            print_run(f"N={n}, arrivals spread over {spread:.2f} s", ours, relay)
     with (
         gunicorn("config.settings", env(0), logs / "ours-instant.log") as (port, proc),
         gunicorn("bench.relay_settings", env(0), logs / "relay-instant.log") as (rport, rproc),
@@ -279,7 +325,10 @@ def main():
         }
         print(
             f"\ninstant upstream: ours {ours['per_second']} msg/s, relay "
-            f"{relay['per_second']} msg/s, ratio {report['throughput']['ratio']}"
+            f"{relay['per_second']} msg/s, ratio {report['throughput']['ratio']}\n"
+            f"  CPU per message: ours {ours['server_cpu_ms_per_message']} ms in gunicorn + "
+            f"{ours['postgres_cpu_ms_per_message']} ms in PostgreSQL, relay "
+            f"{relay['server_cpu_ms_per_message']} ms"
         )
     out = RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(report, indent=2))
@@ -287,18 +336,19 @@ def main():
     print(f"\nwrote {out} and {out.with_suffix('.png')}")
 
 
-def print_run(n, ours, relay):
+def print_run(title, ours, relay):
     def ratio(key):
         return ours[key] / relay[key] if relay[key] else float("nan")
 
     print(
-        f"\nN={n}: ours {ours['completed']}/{ours['streams']} ok, relay "
+        f"\n{title}: ours {ours['completed']}/{ours['streams']} ok, relay "
         f"{relay['completed']}/{relay['streams']} ok; peak PG connections "
         f"{ours['peak_pg_connections']}; peak RSS ours {ours['peak_rss_mb']} MB, relay "
         f"{relay['peak_rss_mb']} MB"
     )
     for key in (
         "ttfb_ms_p50",
+        "ttfb_ms_p95",
         "ttfb_ms_p99",
         "gap_ms_p50",
         "gap_ms_p99",
@@ -318,11 +368,17 @@ def plot(report, path):
 
     ns = sorted(int(n) for n in report["runs"])
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for who in ("ours", "relay"):
+    for who, label, style in (
+        ("ours", "ours, burst", "o-"),
+        ("relay", "relay, burst", "s-"),
+        ("ours_steady", "ours, steady", "o--"),
+        ("relay_steady", "relay, steady", "s--"),
+    ):
         runs = [report["runs"][n][who] for n in ns]
-        axes[0].plot(ns, [r["ttfb_ms_p99"] for r in runs], marker="o", label=who)
-        axes[1].plot(ns, [r["stream_ratio_p99"] for r in runs], marker="o", label=who)
-        axes[2].plot(ns, [r["gap_ms_p99"] for r in runs], marker="o", label=who)
+        axes[0].plot(ns, [r["ttfb_ms_p99"] for r in runs], style, label=label)
+        axes[1].plot(ns, [r["stream_ratio_p99"] for r in runs], style, label=label)
+        axes[2].plot(ns, [r["gap_ms_p99"] for r in runs], style, label=label)
+    axes[0].set_yscale("log")
     for ax, title in zip(
         axes,
         ("TTFB p99 (ms)", "stream / upstream time p99", "inter-chunk gap p99 (ms)"),
