@@ -5,8 +5,12 @@ caller; exact and free), the count API through this module's cache, the estimate
 
 The count function comes from settings.TOKEN_COUNTER (a dotted path to `text -> int`,
 which may raise), so billing never imports the chat app that owns the providers.
-The cache is Django's (local memory by default, Redis via CACHE_URL so nodes share it),
-keyed by model and a SHA-256 of the text, never the text itself.
+Two cache layers, both keyed by model, the cache's generation and a SHA-256 of the text
+(never the text itself): a bounded LRU in process memory (TOKEN_CACHE_LOCAL_ENTRIES; a hit
+there makes no round trip), then Django's cache (local memory by default, Redis via
+CACHE_URL so nodes share it). A count of (model, text) never changes, so a local copy is
+always right. Statistics are counted in process memory and added to the shared counters
+at most once every STATS_FLUSH_INTERVAL_S, and always before token_cache_stats() reads them.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import itertools
 import logging
 import math
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache as memoize
@@ -98,14 +104,90 @@ def _stat_key(name: str) -> str:
     return f"{CACHE_PREFIX}:{_generation()}:stat:{name}"
 
 
+# About the locks: under gevent workers `threading` is monkey-patched, so these are gevent
+# locks; under gthread, real ones. Either way no critical section below does I/O (the cache
+# is only called outside them), so a holder never yields and is never waited on for long.
+
+
+class _LocalCounts:
+    """A bounded, thread-safe LRU of counts in process memory, keyed like the shared cache."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: OrderedDict[str, int] = OrderedDict()
+
+    def get(self, key: str) -> int | None:
+        with self._lock:
+            count = self._counts.get(key)
+            if count is not None:
+                self._counts.move_to_end(key)
+            return count
+
+    def put(self, key: str, count: int, limit: int) -> None:
+        with self._lock:
+            self._counts[key] = count
+            self._counts.move_to_end(key)
+            while len(self._counts) > limit:
+                self._counts.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+_local_counts = _LocalCounts()
+
+# Statistics not yet added to the shared counters: {stat key (with its generation): delta}.
+STATS_FLUSH_INTERVAL_S = 1.0
+_stats_lock = threading.Lock()
+_pending_stats: dict[str, int] = {}
+_stats_flushed_at = time.monotonic()
+
+
 def _bump(name: str) -> None:
+    """Count one event in process memory; add the counts to the shared cache about once a second."""
+    global _stats_flushed_at
     key = _stat_key(name)
+    now = time.monotonic()
+    with _stats_lock:
+        _pending_stats[key] = _pending_stats.get(key, 0) + 1
+        due = now - _stats_flushed_at >= STATS_FLUSH_INTERVAL_S
+        if due:
+            _stats_flushed_at = now
+    if due:
+        try:
+            _flush_stats()
+        except Exception as exc:  # the counts were put back: the next flush retries them
+            logger.warning("Token statistics flush failed (%s)", type(exc).__name__)
+
+
+def _flush_stats() -> None:
+    """Add this process's pending statistics to the shared counters (atomic incr)."""
+    with _stats_lock:
+        if not _pending_stats:
+            return
+        pending = list(_pending_stats.items())
+        _pending_stats.clear()
+    for done, (key, delta) in enumerate(pending):
+        try:
+            _add(key, delta)
+        except Exception:
+            with _stats_lock:  # keep what was not added for the next flush
+                for left, left_delta in pending[done:]:
+                    _pending_stats[left] = _pending_stats.get(left, 0) + left_delta
+            raise
+
+
+def _add(key: str, delta: int) -> None:
     # incr is atomic on both locmem and Redis, so threads and nodes agree.
     try:
-        cache.incr(key)
+        cache.incr(key, delta)
     except ValueError:  # first use (or evicted): create it, then count
         cache.add(key, 0, timeout=None)
-        cache.incr(key)
+        cache.incr(key, delta)
 
 
 @memoize
@@ -123,21 +205,29 @@ def _count(text: str, model: str) -> tuple[int, bool]:
     if not text:
         return 0, True
     key = _key(model, text)
-    cached = cache.get(key)
-    if cached is not None:
+    local_entries = settings.TOKEN_CACHE_LOCAL_ENTRIES
+    if local_entries > 0:
+        count = _local_counts.get(key)
+        if count is not None:
+            _bump("hits")
+            return count, True
+    count = cache.get(key)
+    if count is not None:
         _bump("hits")
-        return cached, True
-    _bump("misses")
-    try:
+    else:
+        _bump("misses")
         _bump("api_calls")
-        count = int(_counter(settings.TOKEN_COUNTER)(text))
-    except Exception as exc:
-        _bump("fallbacks")
-        _bump("estimates")
-        logger.warning("Token count failed (%s); using the estimate", type(exc).__name__)
-        return estimate_tokens(text), False
-    if cache.add(key, count, timeout=COUNT_TIMEOUT_S):
-        _bump("entries")
+        try:
+            count = int(_counter(settings.TOKEN_COUNTER)(text))
+        except Exception as exc:
+            _bump("fallbacks")
+            _bump("estimates")
+            logger.warning("Token count failed (%s); using the estimate", type(exc).__name__)
+            return estimate_tokens(text), False
+        if cache.add(key, count, timeout=COUNT_TIMEOUT_S):
+            _bump("entries")
+    if local_entries > 0:
+        _local_counts.put(key, count, local_entries)
     return count, True
 
 
@@ -224,22 +314,30 @@ def chat_token_stats(totals: Iterable[int]) -> dict:
     }
 
 
-def _stat(name: str) -> int:
-    return cache.get(_stat_key(name), 0)
-
-
 def token_cache_stats() -> dict:
-    stats = {name: _stat(name) for name in STAT_NAMES}
+    """The shared counters, after adding this process's pending ones (other nodes' lag ~1 s)."""
+    _flush_stats()
+    names = (*STAT_NAMES, "entries")
+    keys = {name: _stat_key(name) for name in names}
+    found = cache.get_many(keys.values())
+    stats = {name: found.get(keys[name], 0) for name in STAT_NAMES}
     lookups = stats["hits"] + stats["misses"]
     stats["hit_rate"] = round(stats["hits"] / lookups, 4) if lookups else 0.0
-    stats["entries"] = _stat("entries")
+    stats["entries"] = found.get(keys["entries"], 0)
     return stats
 
 
 def clear_token_cache() -> None:
-    """Forget cached counts and statistics, on every node when the cache is shared."""
+    """Forget cached counts and statistics, on every node when the cache is shared.
+
+    This process forgets at once (its LRU, its pending statistics, the system prompt's
+    count); other nodes within GENERATION_TTL_S, when they re-read the generation.
+    """
     global _generation_seen
     _system_prompt_counts.clear()
+    _local_counts.clear()
+    with _stats_lock:
+        _pending_stats.clear()
     key = f"{CACHE_PREFIX}:generation"
     cache.add(key, 1, timeout=None)
     _generation_seen = (time.monotonic(), cache.incr(key))

@@ -98,6 +98,8 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCach
     CACHES["default"]["OPTIONS"].setdefault(
         "MAX_ENTRIES", env.int("TOKEN_CACHE_MAX_ENTRIES", 10000)
     )
+# Token counts kept in each process in front of CACHES (an LRU; 0 turns it off).
+TOKEN_CACHE_LOCAL_ENTRIES = env.int("TOKEN_CACHE_LOCAL_ENTRIES", default=2048)
 
 # --- auth -------------------------------------------------------------------
 AUTH_USER_MODEL = "accounts.User"

@@ -1,11 +1,27 @@
-"""Token counting: the estimate, the cached count API, statistics, the command, the endpoint."""
+"""Token counting: the estimate, the cached count API, statistics, the command, the endpoint.
+
+The two cache layers are checked against a shared cache that records what billing asks of
+it (local memory, and Redis when REDIS_TEST_URL is set, e.g. redis://127.0.0.1:6379/9; the
+Redis tests use their own key prefix and delete only their keys).
+"""
 
 import json
+import os
 import string
+import subprocess
+import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+from django.core.cache import DEFAULT_CACHE_ALIAS, caches
+from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django.core.management import call_command
 
+from billing import tokens
 from billing.tokens import (
     calculate_message_tokens,
     chat_token_stats,
@@ -148,3 +164,256 @@ def test_source_comes_from_this_exchanges_own_counts(fake_gemini):
     assert counted.source == "counted"
     # The failed system-prompt count was not remembered: it was asked for once more.
     assert prompt_counts() == failed_attempts + 1
+
+
+# --- the two cache layers -----------------------------------------------------------------
+
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL")
+
+
+class _Recording:
+    """A cache backend that records each call made to it: (operation, key as billing gave it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, str]] = []
+
+    def get(self, key, default=None, version=None):
+        self.calls.append(("get", key))
+        return super().get(key, default, version)
+
+    def get_many(self, keys, version=None):
+        keys = list(keys)
+        self.calls.extend(("get_many", key) for key in keys)
+        return super().get_many(keys, version)
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        self.calls.append(("add", key))
+        return super().add(key, value, timeout, version)
+
+    def incr(self, key, delta=1, version=None):
+        self.calls.append(("incr", key))
+        return super().incr(key, delta, version)
+
+
+class RecordingLocMemCache(_Recording, LocMemCache):
+    pass
+
+
+class RecordingRedisCache(_Recording, RedisCache):
+    pass
+
+
+def count_calls(backend) -> list[str]:
+    """What the shared cache was asked about cached counts (not the generation or statistics)."""
+    return [op for op, key in backend.calls if ":count:" in key]
+
+
+@pytest.fixture(
+    params=[
+        "locmem",
+        pytest.param(
+            "redis",
+            marks=pytest.mark.skipif(not REDIS_TEST_URL, reason="set REDIS_TEST_URL to run"),
+        ),
+    ]
+)
+def shared_cache(request, settings, monkeypatch):
+    """The shared cache, recording; the generation is read once and no statistics flush is due."""
+    prefix = f"test-tokens-{uuid.uuid4().hex}"
+    if request.param == "redis":
+        backend = {"BACKEND": f"{__name__}.RecordingRedisCache", "LOCATION": REDIS_TEST_URL}
+    else:
+        backend = {"BACKEND": f"{__name__}.RecordingLocMemCache", "LOCATION": prefix}
+    settings.CACHES = {DEFAULT_CACHE_ALIAS: {**backend, "KEY_PREFIX": prefix}}
+    monkeypatch.setattr(tokens, "GENERATION_TTL_S", 3600.0)
+    monkeypatch.setattr(tokens, "STATS_FLUSH_INTERVAL_S", 3600.0)
+    clear_token_cache()  # read this cache's generation now; it is kept for the whole test
+    recording = caches[DEFAULT_CACHE_ALIAS]
+    recording.calls.clear()
+    yield recording
+    if request.param == "redis":
+        client = recording._cache.get_client(write=True)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def test_a_second_count_asks_neither_the_api_nor_the_shared_cache(fake_gemini, shared_cache):
+    fake_gemini.count_tokens_value = 21
+    assert count_text_tokens("count me") == 21
+    assert count_calls(shared_cache) == ["get", "add"]  # the first went through both layers
+    shared_cache.calls.clear()
+
+    assert count_text_tokens("count me") == 21
+    assert len(fake_gemini.count_requests()) == 1
+    assert shared_cache.calls == []  # not even a statistics increment
+
+
+def test_a_local_miss_is_served_by_the_shared_cache(fake_gemini, shared_cache, settings):
+    settings.TOKEN_CACHE_LOCAL_ENTRIES = 1
+    fake_gemini.count_tokens_value = 21
+    count_text_tokens("first")
+    count_text_tokens("second")  # pushes "first" out of the local layer, as on another node
+    shared_cache.calls.clear()
+
+    assert count_text_tokens("first") == 21
+    assert len(fake_gemini.count_requests()) == 2
+    assert count_calls(shared_cache) == ["get"]
+    stats = token_cache_stats()
+    assert (stats["hits"], stats["misses"], stats["api_calls"], stats["entries"]) == (1, 2, 2, 2)
+
+
+def test_statistics_are_exact_after_many_hits(settings, shared_cache):
+    settings.LLM_PROVIDER = "local"
+    for _ in range(500):
+        count_text_tokens("same text")
+    for _ in range(250):
+        count_text_tokens("other text")
+    # Counted in process memory: within the flush interval nothing was added to the shared cache.
+    assert not [key for op, key in shared_cache.calls if op == "incr"]
+
+    stats = token_cache_stats()  # adds this process's counts first, so they are exact here
+    assert (stats["hits"], stats["misses"], stats["api_calls"], stats["entries"]) == (748, 2, 2, 2)
+    assert (stats["estimates"], stats["fallbacks"]) == (0, 0)
+    assert stats["hit_rate"] == round(748 / 750, 4)
+    assert token_cache_stats()["hits"] == 748  # a second read adds nothing twice
+
+
+def test_statistics_reach_the_shared_counters_when_the_interval_passes(
+    settings, shared_cache, monkeypatch
+):
+    settings.LLM_PROVIDER = "local"
+    hits, misses = tokens._stat_key("hits"), tokens._stat_key("misses")
+    for _ in range(5):
+        count_text_tokens("same text")
+    # What another node reads: nothing yet, the counts wait for the interval.
+    assert shared_cache.get_many([hits, misses]) == {}
+
+    monkeypatch.setattr(tokens, "STATS_FLUSH_INTERVAL_S", 0.0)
+    count_text_tokens("same text")  # the interval has passed: all pending counts are added
+    assert shared_cache.get_many([hits, misses]) == {hits: 5, misses: 1}
+
+
+def test_clear_forgets_the_local_layer_and_pending_statistics(fake_gemini, shared_cache):
+    count_text_tokens("count me")
+    count_text_tokens("count me")
+    clear_token_cache()
+    shared_cache.calls.clear()
+
+    stats = token_cache_stats()
+    assert (stats["hits"], stats["misses"], stats["api_calls"], stats["entries"]) == (0, 0, 0, 0)
+    # The pending counts were dropped, not added to the forgotten generation's counters.
+    assert not [key for op, key in shared_cache.calls if op == "incr"]
+    assert len(tokens._local_counts) == 0
+
+    count_text_tokens("count me")
+    assert len(fake_gemini.count_requests()) == 2  # the local copy was forgotten too
+    assert token_cache_stats()["misses"] == 1
+
+
+def test_the_local_layer_keeps_at_most_its_bound_least_recently_used_out(settings, shared_cache):
+    settings.LLM_PROVIDER = "local"
+    settings.TOKEN_CACHE_LOCAL_ENTRIES = 3
+    for i in range(10):
+        count_text_tokens(f"text {i}")
+        assert len(tokens._local_counts) <= 3
+    assert len(tokens._local_counts) == 3  # texts 7, 8, 9
+    count_text_tokens("text 7")  # used again: now the most recent
+    count_text_tokens("text 10")  # pushes out the least recently used: "text 8"
+    assert len(tokens._local_counts) == 3
+    shared_cache.calls.clear()
+
+    for i in (7, 9, 10):
+        assert count_text_tokens(f"text {i}") == estimate_tokens(f"text {i}")
+    assert shared_cache.calls == []
+    assert count_text_tokens("text 8") == estimate_tokens("text 8")
+    assert count_calls(shared_cache) == ["get"]
+
+
+def test_without_the_local_layer_every_count_reads_the_shared_cache(
+    fake_gemini, shared_cache, settings
+):
+    settings.TOKEN_CACHE_LOCAL_ENTRIES = 0
+    fake_gemini.count_tokens_value = 21
+    assert [count_text_tokens("count me") for _ in range(3)] == [21, 21, 21]
+    assert len(fake_gemini.count_requests()) == 1
+    assert count_calls(shared_cache) == ["get", "add", "get", "get"]
+    assert len(tokens._local_counts) == 0
+    stats = token_cache_stats()
+    assert (stats["hits"], stats["misses"], stats["entries"]) == (2, 1, 1)
+
+
+def test_counts_and_statistics_from_many_threads(settings, shared_cache, monkeypatch):
+    settings.LLM_PROVIDER = "local"
+    settings.TOKEN_CACHE_LOCAL_ENTRIES = 4
+    monkeypatch.setattr(tokens, "STATS_FLUSH_INTERVAL_S", 0.001)  # flushes race the counts
+    texts = [f"text {i}" for i in range(6)]
+
+    def work(n: int) -> list[bool]:
+        return [
+            count_text_tokens(texts[(n + i) % 6]) == estimate_tokens(texts[(n + i) % 6])
+            for i in range(300)
+        ]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [ok for oks in pool.map(work, range(8)) for ok in oks]
+    assert len(results) == 2400 and all(results)
+    assert len(tokens._local_counts) <= 4
+    stats = token_cache_stats()
+    assert stats["hits"] + stats["misses"] == 2400  # no count lost or counted twice
+    assert stats["api_calls"] == stats["misses"] and stats["entries"] == 6
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey
+
+monkey.patch_all()  # as the gevent worker does, before the application is imported
+
+import django
+
+django.setup()
+import gevent
+import gevent.thread
+
+from billing import tokens
+
+assert isinstance(tokens._stats_lock, gevent.thread.LockType)
+assert isinstance(tokens._local_counts._lock, gevent.thread.LockType)
+tokens.STATS_FLUSH_INTERVAL_S = 0.001
+
+
+def work(n):
+    for i in range(200):
+        assert tokens.count_text_tokens(f"text {(n + i) % 6}") == tokens.estimate_tokens(
+            f"text {(n + i) % 6}"
+        )
+        gevent.sleep(0)
+
+
+gevent.joinall([gevent.spawn(work, n) for n in range(50)], raise_error=True)
+stats = tokens.token_cache_stats()
+print(stats["hits"] + stats["misses"], len(tokens._local_counts))
+"""
+
+
+def test_the_locks_work_under_gevent():
+    env = {
+        key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CACHE_URL"}
+    }
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        LLM_PROVIDER="local",
+        TOKEN_CACHE_LOCAL_ENTRIES="4",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["10000", "4"]
