@@ -16,6 +16,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
@@ -159,7 +160,21 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         )
 
     view = context.get("view")
-    logger.exception("Unhandled error in %s", type(view).__name__ if view else "API view")
+    view_name = type(view).__name__ if view else "API view"
+    if isinstance(exc, OperationalError):
+        # PostgreSQL is unreachable, or every pooled connection stayed busy past
+        # DB_POOL_TIMEOUT (a burst larger than this node can take in): retry, not a bug.
+        logger.warning("Database unavailable in %s: %s", view_name, type(exc.__cause__ or exc))
+        set_rollback()
+        return Response(
+            error_body(
+                "database_unavailable",
+                "The service is overloaded or its database is unreachable; retry shortly.",
+            ),
+            status=http.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    logger.exception("Unhandled error in %s", view_name)
     set_rollback()
     return Response(
         error_body("internal_error", "An unexpected error occurred."),
@@ -254,7 +269,10 @@ _STATUS_TEXT = {
     413: "The request body is too large.",
     429: "Too many requests (rate_limited, throttled); see Retry-After.",
     502: "The model service failed before any output (upstream_error).",
-    503: "The model is unavailable (llm_unavailable, upstream_rate_limited).",
+    503: (
+        "The model or the database is unavailable (llm_unavailable, upstream_rate_limited, "
+        "database_unavailable); see Retry-After."
+    ),
     504: "The model did not answer in time (upstream_timeout).",
 }
 

@@ -80,7 +80,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
-        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+        # How long a request may wait for a pooled connection before a 503: a burst larger
+        # than the node sets up in this time waits in the pool's FIFO queue until then.
+        "timeout": env.float("DB_POOL_TIMEOUT", default=30.0),
     }
     # Django then has the pool check a connection when it hands it out, so after a
     # PostgreSQL restart the service recovers by itself instead of failing on stale ones.
