@@ -74,9 +74,9 @@ def start_reply(*, user, chat_id: str, text: str) -> Iterator[bytes]:
     that can be known before streaming; returns the SSE body otherwise.
     """
     provider = get_provider()
-    # Counted once per process (the first time may ask the count API): before any lock.
-    count_system_prompt_tokens()
-    exchange = _save_user_message_and_reserve(user=user, chat_id=chat_id, text=text)
+    exchange = _save_user_message_and_reserve(
+        user=user, chat_id=chat_id, text=text, provider=provider
+    )
     # The wait on the model can be long: hold no database connection during it.
     _release_db_connection()
 
@@ -122,13 +122,13 @@ def estimate_input_tokens(history: list[Turn], text: str) -> int:
     )
 
 
-def _save_user_message_and_reserve(*, user, chat_id: str, text: str) -> _Exchange:
+def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -> _Exchange:
     """One transaction: access (chat row locked), rate limit, provider, history, the budget
     reservation and the user's message. Any refusal rolls it all back."""
     with transaction.atomic():
         chat = access_chat(user=user, chat_id=chat_id, lock=True)
         check_rate_limit(user=user)
-        if get_provider().status() != "ok":
+        if provider.status() != "ok":
             raise LLMUnavailable()
         history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
         reservation = reserve_tokens(
