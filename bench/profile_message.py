@@ -1,0 +1,86 @@
+"""Where one message's time goes: N messages in-process (Django's test client, real JWT,
+PostgreSQL, the offline model with an instant reply), CPU and wall time per message, then
+pyinstrument's call tree.
+
+    python -m bench.profile_message [--messages 300]       (PostgreSQL on 127.0.0.1)
+
+Uses the benchmark's database (bench.run.prepare_database recreates it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import django
+
+from bench.run import DB, PG, prepare_database
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=300)
+    args = parser.parse_args()
+    prepare_database()
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": f"{PG}/{DB}",
+            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/9"),
+            "DEBUG": "false",
+            "SECRET_KEY": "profile-" + "k" * 60,
+            "SECURE_SSL_REDIRECT": "false",
+            "ALLOWED_HOSTS": "testserver",
+            "LLM_PROVIDER": "local",
+            "LOCAL_LLM_CHUNKS": "50",
+            "LOCAL_LLM_CHUNK_DELAY_MS": "0",
+            "MESSAGE_RATE_LIMIT_MS": "0",
+            "DEFAULT_TOKEN_LIMIT": "1000000000",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    django.setup()
+    from django.test import Client
+    from pyinstrument import Profiler
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from accounts.models import User
+    from chat.models import Chat
+
+    user = User.objects.create_user(username="profiler", password="a-long-passphrase-42")
+    chat = Chat.objects.create(owner=user, title="profile")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
+    body = json.dumps({"message": "Describe a generative art collection"})
+
+    def one():
+        response = client.post(
+            f"/api/chat/{chat.pk}/message", data=body, content_type="application/json"
+        )
+        streamed = b"".join(response.streaming_content)
+        response.close()
+        if b'"done"' not in streamed or b'"error"' in streamed:
+            raise SystemExit(f"the message failed: {streamed[-300:]!r}")
+
+    for _ in range(20):  # warm up: budget row, pool, caches
+        one()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(args.messages):
+        one()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    print(
+        f"{args.messages} messages: {1000 * cpu / args.messages:.2f} ms CPU and "
+        f"{1000 * wall / args.messages:.2f} ms wall per message (this process; PostgreSQL's "
+        "own CPU is not included)"
+    )
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    for _ in range(args.messages):
+        one()
+    profiler.stop()
+    print(profiler.output_text(color=False, unicode=False))
+
+
+if __name__ == "__main__":
+    main()
