@@ -8,11 +8,12 @@ bind = os.environ.get(
     "GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 )
 # gevent: a stream is a greenlet, not an OS thread, so a worker holds a thousand streams
-# without GIL hand-offs between hundreds of threads (bench/: 3-14x lower first-byte time
-# than gthread for the bare relay at 100-1000 streams). A sync worker would cut any stream
-# longer than `timeout`. No preload_app: the worker monkey-patches before it imports
-# Django, so psycopg and the pool pick gevent's wait functions and threading.local (and
-# with it Django's per-request database connection) is per greenlet.
+# without GIL hand-offs between hundreds of threads. Chosen by `make bench` against gthread
+# (docs/operations.md): at 500 and 1000 streams a lower first-byte p99, and more messages
+# per second at less CPU each. A sync worker would cut any stream longer than `timeout`.
+# No preload_app: the worker monkey-patches before it imports Django, so psycopg and the
+# pool pick gevent's wait functions and threading.local (and with it Django's per-request
+# database connection) is per greenlet.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # gthread only: each open stream holds a thread.
