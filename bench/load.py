@@ -94,6 +94,7 @@ def summarize(
         "ttfb_ms_p99": 1000 * percentile(ttfb, 99),
         "gap_ms_p50": 1000 * percentile(gaps, 50),
         "gap_ms_p99": 1000 * percentile(gaps, 99),
+        "gap_ratio_p50": percentile(gaps, 50) / upstream_gap_s if upstream_gap_s else math.nan,
         "gap_ratio_p99": percentile(gaps, 99) / upstream_gap_s if upstream_gap_s else math.nan,
         "stream_ratio_p50": percentile(ratio, 50),
         "stream_ratio_p99": percentile(ratio, 99),

@@ -352,6 +352,8 @@ def print_run(title, ours, relay):
         "ttfb_ms_p99",
         "gap_ms_p50",
         "gap_ms_p99",
+        "gap_ratio_p50",
+        "gap_ratio_p99",
         "stream_ratio_p50",
         "stream_ratio_p99",
     ):
