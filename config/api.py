@@ -164,7 +164,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, OperationalError):
         # PostgreSQL is unreachable, or every pooled connection stayed busy past
         # DB_POOL_TIMEOUT (a burst larger than this node can take in): retry, not a bug.
-        logger.warning("Database unavailable in %s: %s", view_name, type(exc.__cause__ or exc))
+        logger.warning(
+            "Database unavailable in %s: %s", view_name, type(exc.__cause__ or exc).__name__
+        )
         set_rollback()
         return Response(
             error_body(
