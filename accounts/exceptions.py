@@ -19,6 +19,5 @@ class LoginLocked(ServiceError):
     code = "login_locked"
     status = http.HTTP_429_TOO_MANY_REQUESTS
     default_message = (
-        "Too many failed login attempts for this account or from this address. "
-        "Try again later."
+        "Too many failed login attempts for this account or from this address. Try again later."
     )

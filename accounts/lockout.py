@@ -10,8 +10,5 @@ from __future__ import annotations
 
 def login_username(request, credentials: dict | None) -> str | None:
     """The account a login attempt names, case-folded so `Staff` and `staff` count as one."""
-    if credentials:
-        username = credentials.get("username")
-    else:
-        username = request.POST.get("username")
+    username = credentials.get("username") if credentials else request.POST.get("username")
     return username.casefold() if isinstance(username, str) else None

@@ -158,24 +158,26 @@ def test_admin_brute_force_against_a_live_server(tmp_path):
     staff = baker.make("accounts.User", username="boss", is_staff=True, is_superuser=True)
     staff.set_password(PASSWORD)
     staff.save()
-    with live_gunicorn(env={"LOGIN_FAILURE_LIMIT": "10"}, tmp_path=tmp_path) as server:
-        with httpx.Client(base_url=server.url, timeout=10) as browser:
+    with (
+        live_gunicorn(env={"LOGIN_FAILURE_LIMIT": "10"}, tmp_path=tmp_path) as server,
+        httpx.Client(base_url=server.url, timeout=10) as browser,
+    ):
 
-            def attempt(password, forwarded):
-                page = browser.get("/admin/login/?next=/admin/")
-                token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
-                return browser.post(
-                    "/admin/login/?next=/admin/",
-                    data={
-                        "csrfmiddlewaretoken": token.group(1),
-                        "username": "boss",
-                        "password": password,
-                    },
-                    headers={"X-Forwarded-For": forwarded},
-                )
+        def attempt(password, forwarded):
+            page = browser.get("/admin/login/?next=/admin/")
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+            return browser.post(
+                "/admin/login/?next=/admin/",
+                data={
+                    "csrfmiddlewaretoken": token.group(1),
+                    "username": "boss",
+                    "password": password,
+                },
+                headers={"X-Forwarded-For": forwarded},
+            )
 
-            statuses = [attempt(f"guess-{i}", f"203.0.113.{i}").status_code for i in range(30)]
-            assert statuses.count(429) == 21
-            response = attempt(PASSWORD, "198.51.100.7")
-            assert response.status_code == 429 and LOCKED in response.text
-            assert browser.get("/admin/").status_code == 302  # not logged in
+        statuses = [attempt(f"guess-{i}", f"203.0.113.{i}").status_code for i in range(30)]
+        assert statuses.count(429) == 21
+        response = attempt(PASSWORD, "198.51.100.7")
+        assert response.status_code == 429 and LOCKED in response.text
+        assert browser.get("/admin/").status_code == 302  # not logged in
