@@ -12,6 +12,10 @@ from tests.live import live_gunicorn
 
 PASSWORD = "a-long-passphrase-42"
 LOGIN_RATE = 10  # LOGIN_THROTTLE_RATE's default, per minute
+# The DRF throttle alone: django-axes' lock-out (10 failures by default, keyed through
+# config/client_ip.py) would answer 429 one request earlier; tests/accounts/test_login_lockout.py
+# covers it, and tests/test_nginx_live.py both together.
+NO_LOCKOUT = {"LOGIN_FAILURE_LIMIT": "1000"}
 REGISTER_RATE = 20  # REGISTER_THROTTLE_RATE's default, per hour
 
 
@@ -99,7 +103,7 @@ def test_forty_requests_with_forty_forwarded_for_values_get_429_after_the_rate(
     tmp_path, attempt, rate, refused_status
 ):
     with (
-        live_gunicorn(env={"TRUSTED_PROXY_COUNT": "0"}, tmp_path=tmp_path) as server,
+        live_gunicorn(env={"TRUSTED_PROXY_COUNT": "0", **NO_LOCKOUT}, tmp_path=tmp_path) as server,
         client_from("127.0.0.2") as http,
     ):
         statuses = [attempt(http, server.url, f"198.51.100.{i}") for i in range(40)]
@@ -110,7 +114,7 @@ def test_forty_requests_with_forty_forwarded_for_values_get_429_after_the_rate(
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_client_cannot_lock_another_address_out_by_claiming_to_be_it(tmp_path):
-    with live_gunicorn(env={"TRUSTED_PROXY_COUNT": "0"}, tmp_path=tmp_path) as server:
+    with live_gunicorn(env={"TRUSTED_PROXY_COUNT": "0", **NO_LOCKOUT}, tmp_path=tmp_path) as server:
         with client_from("127.0.0.3") as victim:
             victim.post(
                 f"{server.url}/api/auth/register",
@@ -146,7 +150,7 @@ def test_behind_one_trusted_proxy_the_throttle_keys_on_the_address_it_reports(
     # The test client plays the proxy: it appends the client's address to whatever the
     # client sent, as `$proxy_add_x_forwarded_for` would.
     with (
-        live_gunicorn(env={"TRUSTED_PROXY_COUNT": "1"}, tmp_path=tmp_path) as server,
+        live_gunicorn(env={"TRUSTED_PROXY_COUNT": "1", **NO_LOCKOUT}, tmp_path=tmp_path) as server,
         client_from("127.0.0.2") as proxy,
     ):
         statuses = [
