@@ -49,4 +49,3 @@ def _claim(key: str, window_ms: int) -> float | None:
         return None
     current_end = cache.get(key)  # only for Retry-After; the decision is made
     return max((current_end or ends_at) - time.time(), 0) * 1000
-
