@@ -20,9 +20,7 @@ def _offline(settings):
 
 
 @pytest.mark.django_db
-def test_a_reply_streaming_when_its_chat_is_deleted_is_finished_billed_and_kept(
-    auth_client, user
-):
+def test_a_reply_streaming_when_its_chat_is_deleted_is_finished_billed_and_kept(auth_client, user):
     chat = baker.make(Chat, owner=user)
     response = auth_client.post(
         f"/api/chat/{chat.pk}/message", {"message": "a long answer please"}, format="json"
