@@ -221,6 +221,9 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # Requests larger than this get 413 (the longest message is 5000 characters).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
+# A request body must arrive whole within this many seconds, or the request ends with 408
+# and its connection slot is freed (config/request_body.py); 0 turns the deadline off.
+REQUEST_BODY_TIMEOUT_S = env.float("REQUEST_BODY_TIMEOUT_S", default=5.0)
 
 # --- security (production: DEBUG=false) ----------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
