@@ -202,6 +202,13 @@ def count_text_tokens(text: str, model: str | None = None) -> int:
     return _count(text, _model(model))[0]
 
 
+def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, str]:
+    """The count of `text` and where it came from: "counted" (the count API or its cache)
+    or "estimated" (the API failed)."""
+    tokens, counted = _count(text, _model(model))
+    return tokens, "counted" if counted else "estimated"
+
+
 def _count(text: str, model: str) -> tuple[int, bool]:
     """(tokens, True when they came from the count API or its cache, False for an estimate)."""
     if not text:

@@ -26,7 +26,12 @@ from django.db import connection, transaction
 
 from billing.selectors import budget_snapshot
 from billing.services import release_reservation, reserve_tokens, settle_reservation
-from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
+from billing.tokens import (
+    calculate_message_tokens,
+    count_system_prompt_tokens,
+    count_text_tokens_with_source,
+    estimate_tokens,
+)
 from chat import sse
 from chat.exceptions import RateLimited, StreamFailed, TokenLimitReached
 from chat.llm import get_provider
@@ -331,19 +336,30 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
     return done
 
 
+def _usage_from_report(usage, reply_text: str) -> dict:
+    """The provider's report; when it has no output count (proto3 JSON omits a zero
+    candidatesTokenCount) although text came, the output is our count of the reply and
+    `source` names that count ("counted" or "estimated"): never bill such a reply as 0."""
+    output, source = usage.output_tokens, "provider"
+    if output == 0 and reply_text:
+        output, source = count_text_tokens_with_source(reply_text)
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": output + usage.thinking_tokens,
+        "source": source,
+    }
+
+
 def _usage_to_bill(exchange: _Exchange, outcome: _Outcome) -> dict | None:
     """The tokens consumed, from the best source there is; None when nothing was.
 
     1. the provider's usage report (exact, no extra call), 2. the count API (cached),
     3. the estimate: calculate_message_tokens picks 2 or 3 and says which.
+    Thinking tokens are billed as output (the provider bills them so).
     """
     usage = outcome.result.usage if outcome.result is not None else None
     if usage is not None:
-        return {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens + usage.thinking_tokens,
-            "source": "provider",
-        }
+        return _usage_from_report(usage, outcome.text)
     if not outcome.started:
         return None  # failed before any output: the provider billed nothing
     counted = calculate_message_tokens(

@@ -283,7 +283,10 @@ _STATUS_TEXT = {
     409: "Conflict (chat_limit_reached).",
     413: "The request body is too large.",
     429: "Too many requests (rate_limited, throttled); see Retry-After.",
-    502: "The model service failed before any output (upstream_error).",
+    502: (
+        "The model service failed, or ended its reply unfinished, before any output "
+        "(upstream_error, upstream_incomplete)."
+    ),
     503: (
         "The model or the database is unavailable (llm_unavailable, upstream_rate_limited, "
         "database_unavailable); see Retry-After."
