@@ -4,8 +4,10 @@
 get a real HTTP status: access, rate limit, provider, budget, and the model's first
 chunk (the SDK's stream is lazy: nothing is sent until it is asked for). It returns the
 generator that relays the reply as SSE. On every way out of that generator (the model
-finished, failed, the budget ran out, the client went away) `_finish()` saves the reply
-and settles the tokens, so partial text is never lost and no reservation is leaked.
+finished, failed, the budget ran out, the client went away) `_finish()` settles the tokens
+and then saves the reply, in two transactions, so partial text is never lost, no
+reservation is leaked, and a reply row that cannot be saved never keeps tokens unbilled.
+Model text is made storable (chat/text.py) as it arrives: what is sent is what is stored.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from chat.llm.base import ReplyStream, StreamResult, Turn
 from chat.llm.errors import LLMError, LLMUnavailable, UpstreamError
 from chat.models import Message
 from chat.selectors import access_chat, recent_turns
+from chat.text import storable_text
 from config.api import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -231,6 +234,7 @@ def _relay(exchange: _Exchange, pump: _Pump, first) -> Iterator[bytes]:
                 outcome.error = item
                 break
             else:
+                item = storable_text(item)  # what is sent is exactly what is stored
                 outcome.started = True
                 outcome.parts.append(item)
                 outcome.chars += len(item)
@@ -263,12 +267,12 @@ def _passes_output_cap(chars: int, output_cap: int) -> bool:
 
 
 def _finish(exchange: _Exchange, outcome: _Outcome) -> dict:
-    """Save the reply and settle its tokens; return the final event. Never raises."""
+    """Settle the tokens, save the reply; return the final event. Never raises."""
     try:
-        return _save_reply_and_settle(exchange, outcome)
+        return _settle_and_save_reply(exchange, outcome)
     except Exception:
         logger.exception(
-            "Could not save the reply to message %s (%d characters); its reservation is "
+            "Could not settle the reply to message %s (%d characters); its reservation is "
             "left for the stale-reservation sweep",
             exchange.user_message_id,
             outcome.chars,
@@ -282,7 +286,10 @@ def _finish(exchange: _Exchange, outcome: _Outcome) -> dict:
         }
 
 
-def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
+def _settle_and_save_reply(exchange: _Exchange, outcome: _Outcome) -> dict:
+    """Two transactions: the settle never depends on the reply row. The tokens are settled
+    first; if saving the reply then fails for any reason, the bill stands and the failure
+    is logged with the reply's id (the ledger entry's message_id)."""
     if outcome.result is not None and outcome.error is None and not outcome.disconnected:
         status = Message.Status.COMPLETE
         finish_reason = outcome.result.finish_reason
@@ -291,33 +298,32 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
         finish_reason = "client_closed" if outcome.disconnected else "error"
     usage = _usage_to_bill(exchange, outcome)
     reply_id = uuid.uuid4()
-    with transaction.atomic():
-        if usage is None:
-            release_reservation(reservation_id=exchange.reservation_id, reason=finish_reason)
-            charged, budget = 0, None
-        else:
-            settlement = settle_reservation(
-                reservation_id=exchange.reservation_id,
+    charged, budget = _settle_tokens(exchange, usage, reply_id=reply_id, reason=finish_reason)
+    error = outcome.error
+    try:
+        with transaction.atomic():
+            Message.objects.create(
+                id=reply_id,
                 chat_id=exchange.chat_id,
-                message_id=reply_id,
-                input_tokens=usage["input_tokens"],
-                output_tokens=usage["output_tokens"],
-                source=usage["source"],
+                role=Message.Role.MODEL,
+                content=outcome.text,
+                status=status,
+                input_tokens=usage["input_tokens"] if usage else 0,
+                output_tokens=usage["output_tokens"] if usage else 0,
+                tokens_used=charged,
+                token_source=usage["source"] if usage else "",
+                finish_reason=finish_reason,
+                error_code=error.code if error else "",
             )
-            charged, budget = settlement.entry.total, settlement.budget
-        Message.objects.create(
-            id=reply_id,
-            chat_id=exchange.chat_id,
-            role=Message.Role.MODEL,
-            content=outcome.text,
-            status=status,
-            input_tokens=usage["input_tokens"] if usage else 0,
-            output_tokens=usage["output_tokens"] if usage else 0,
-            tokens_used=charged,
-            token_source=usage["source"] if usage else "",
-            finish_reason=finish_reason,
-            error_code=outcome.error.code if outcome.error else "",
+    except Exception:
+        logger.exception(
+            "Could not save reply %s to message %s (%d characters, %d tokens billed)",
+            reply_id,
+            exchange.user_message_id,
+            outcome.chars,
+            charged,
         )
+        error = error or StreamFailed("The reply could not be saved; its tokens were billed.")
     if outcome.disconnected:
         return {}  # nobody is listening
     if budget is None:  # nothing was charged: read the month's figures
@@ -331,9 +337,29 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
         "usage": usage or {"input_tokens": 0, "output_tokens": 0, "source": ""},
         "budget": {k: budget[k] for k in ("limit", "used", "remaining")},
     }
-    if outcome.error is not None:
-        done["error"] = {"code": outcome.error.code, "message": outcome.error.message}
+    if error is not None:
+        done["error"] = {"code": error.code, "message": error.message}
     return done
+
+
+def _settle_tokens(
+    exchange: _Exchange, usage: dict | None, *, reply_id: uuid.UUID, reason: str
+) -> tuple[int, dict | None]:
+    """Charge `usage` (or release the hold when nothing was consumed), in its own
+    transaction. Returns (tokens charged, the month's budget once settled or None)."""
+    with transaction.atomic():
+        if usage is None:
+            release_reservation(reservation_id=exchange.reservation_id, reason=reason)
+            return 0, None
+        settlement = settle_reservation(
+            reservation_id=exchange.reservation_id,
+            chat_id=exchange.chat_id,
+            message_id=reply_id,
+            input_tokens=usage["input_tokens"],
+            output_tokens=usage["output_tokens"],
+            source=usage["source"],
+        )
+        return settlement.entry.total, settlement.budget
 
 
 def _usage_from_report(usage, reply_text: str) -> dict:
