@@ -82,8 +82,15 @@ def start_reply(*, user, chat_id: str, text: str) -> Iterator[bytes]:
     that can be known before streaming; returns the SSE body otherwise.
     """
     provider = get_provider()
+    # The one network call of the set-up, made before any transaction opens (no row lock or
+    # pooled connection is held while the count API answers, retries or times out).
+    system_prompt_tokens = count_system_prompt_tokens()
     exchange = _save_user_message_and_reserve(
-        user=user, chat_id=chat_id, text=text, provider=provider
+        user=user,
+        chat_id=chat_id,
+        text=text,
+        provider=provider,
+        system_prompt_tokens=system_prompt_tokens,
     )
     # The wait on the model can be long: hold no database connection during it.
     _release_db_connection()
@@ -120,19 +127,23 @@ def check_rate_limit(*, user) -> None:
     cache.set(key, now_ms, ttl)
 
 
-def estimate_input_tokens(history: list[Turn], text: str) -> int:
-    """What the provider will bill as input: system prompt + history + message + overhead."""
+def estimate_input_tokens(history: list[Turn], text: str, *, system_prompt_tokens: int) -> int:
+    """What the provider will bill as input: system prompt + history + message + overhead.
+    No network call: the system prompt's count was fetched before (outside any transaction)."""
     return (
-        count_system_prompt_tokens()
+        system_prompt_tokens
         + sum(estimate_tokens(turn.text) for turn in history)
         + estimate_tokens(text)
         + settings.TOKEN_OVERHEAD
     )
 
 
-def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -> _Exchange:
+def _save_user_message_and_reserve(
+    *, user, chat_id: str, text: str, provider, system_prompt_tokens: int
+) -> _Exchange:
     """One transaction: access (chat row locked), rate limit, provider, history, the budget
-    reservation and the user's message. Any refusal rolls it all back."""
+    reservation and the user's message. Any refusal rolls it all back. No call to the model
+    service in here: the reservation uses the estimate and the count fetched before."""
     with transaction.atomic():
         chat = access_chat(user=user, chat_id=chat_id, lock=True)
         check_rate_limit(user=user)
@@ -141,7 +152,9 @@ def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -
         history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
         reservation = reserve_tokens(
             user=user,
-            input_tokens=estimate_input_tokens(history, text),
+            input_tokens=estimate_input_tokens(
+                history, text, system_prompt_tokens=system_prompt_tokens
+            ),
             max_output_tokens=settings.GEMINI_MAX_OUTPUT_TOKENS,
         )
         message = Message.objects.create(

@@ -270,6 +270,9 @@ CONTEXT_MESSAGES = env.int("CONTEXT_MESSAGES", default=10)
 TOKEN_OVERHEAD = env.int("TOKEN_OVERHEAD", default=10)
 # The count-tokens function billing uses (text -> int); billing does not import chat.
 TOKEN_COUNTER = "chat.llm.count_tokens"  # noqa: S105 - a dotted path, not a secret
+# After the count API failed for the system prompt, use the estimate for this many seconds
+# before asking again (per process): a failing count API is not asked on every message.
+SYSTEM_PROMPT_COUNT_RETRY_S = env.float("SYSTEM_PROMPT_COUNT_RETRY_S", default=60.0)
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
 
