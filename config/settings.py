@@ -287,6 +287,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default config gives "django" a console handler of its own (DEBUG only)
+        # besides propagating to the root: each 4xx/5xx line of django.request was written
+        # twice. No handler here: every record is written once, by the root's. Levels stay
+        # Django's: 4xx WARNING, 5xx ERROR.
+        "django": {"handlers": [], "propagate": True},
         # httpx logs request URLs; keep it quiet so nothing sensitive is echoed.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
