@@ -37,7 +37,7 @@ from billing.tokens import (
 from chat import sse
 from chat.exceptions import RateLimited, StreamFailed, TokenLimitReached
 from chat.llm import get_provider
-from chat.llm.base import ReplyStream, StreamResult, Turn
+from chat.llm.base import ReplyStream, StreamResult, Turn, Usage
 from chat.llm.errors import LLMError, LLMUnavailable, UpstreamError
 from chat.models import Message
 from chat.selectors import access_chat, recent_turns
@@ -375,7 +375,7 @@ def _settle_tokens(
         return settlement.entry.total, settlement.budget
 
 
-def _usage_from_report(usage, reply_text: str) -> dict:
+def _usage_from_report(usage: Usage, reply_text: str) -> dict:
     """The provider's report; when it has no output count (proto3 JSON omits a zero
     candidatesTokenCount) although text came, the output is our count of the reply and
     `source` names that count ("counted" or "estimated"): never bill such a reply as 0."""

@@ -233,8 +233,9 @@ def test_one_message_costs_a_fixed_small_number_of_queries(auth_client, chat):
         q["sql"].split()[0] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]
     ]
     # Before streaming, one transaction: the chat (locked), the history, the budget (locked),
-    # the hold, the reservation row, the question. After it, one more: the reservation and
-    # its budget (locked together), the charge, the settled hold, the ledger entry, the reply.
+    # the hold, the reservation row, the question. After it, the settle: the reservation and
+    # its budget (locked together), the charge, the settled hold, the ledger entry; then the
+    # reply, in a transaction of its own (the settle never depends on the reply row).
     # Nothing per chunk, and the done event's budget comes from the settle, not a re-read.
     assert statements == [
         *("SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"),

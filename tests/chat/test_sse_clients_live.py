@@ -127,10 +127,17 @@ def test_a_429_before_the_stream_is_a_json_envelope(server, account, fake_gemini
     assert books_balance(username)
 
 
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [({"drop_after": 2}, "upstream_error"), ({"cut_after": 2}, "upstream_incomplete")],
+    ids=["dropped", "cut-cleanly"],
+)
 @pytest.mark.parametrize("client", CLIENTS)
-def test_an_error_after_output_began_is_the_last_event(server, account, fake_gemini, client):
+def test_an_error_after_output_began_is_the_last_event(
+    server, account, fake_gemini, client, fault, code
+):
     username, headers, url = account
-    fake_gemini.script(Script(chunks=["one", " two", " three", " four"], drop_after=2))
+    fake_gemini.script(Script(chunks=["one", " two", " three", " four"], **fault))
 
     status, content_type, events = CLIENTS[client](url, headers, "tell me")
 
@@ -139,7 +146,7 @@ def test_an_error_after_output_began_is_the_last_event(server, account, fake_gem
     assert [e["text"] for e in events[:-1]] == ["one", " two"]
     done = events[-1]
     assert done["done"] is True
-    assert done["error"]["code"] == "upstream_error"
+    assert done["error"]["code"] == code
     reply = Message.objects.get(pk=done["message_id"])
     assert reply.status == "partial" and reply.content == "one two"
     assert done["tokens_used"] > 0
