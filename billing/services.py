@@ -81,14 +81,16 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
                 expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
             )
     # Raised outside the block: nothing was written, and the caller's transaction stays usable.
+    needed, left = input_tokens + 1, max(0, remaining)
     raise BudgetExceeded(
+        f"This message needs about {needed} tokens; {left} remain in your monthly budget.",
         details={
             "limit": budget.limit,
             "used": budget.used,
             "reserved": budget.reserved,
-            "remaining": max(0, remaining),
-            "needed": input_tokens + 1,
-        }
+            "remaining": left,
+            "needed": needed,
+        },
     )
 
 

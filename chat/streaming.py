@@ -4,8 +4,10 @@
 get a real HTTP status: access, rate limit, provider, budget, and the model's first
 chunk (the SDK's stream is lazy: nothing is sent until it is asked for). It returns the
 generator that relays the reply as SSE. On every way out of that generator (the model
-finished, failed, the budget ran out, the client went away) `_finish()` saves the reply
-and settles the tokens, so partial text is never lost and no reservation is leaked.
+finished, failed, the budget ran out, the client went away) `_finish()` settles the tokens
+and then saves the reply, in two transactions, so partial text is never lost, no
+reservation is leaked, and a reply row that cannot be saved never keeps tokens unbilled.
+Model text is made storable (chat/text.py) as it arrives: what is sent is what is stored.
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ from django.db import connection, transaction
 
 from billing.selectors import budget_snapshot
 from billing.services import release_reservation, reserve_tokens, settle_reservation
-from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
+from billing.tokens import (
+    calculate_message_tokens,
+    count_system_prompt_tokens,
+    count_text_tokens_with_source,
+    estimate_tokens,
+)
 from chat import sse
 from chat.exceptions import StreamFailed, TokenLimitReached
 from chat.llm import get_provider
-from chat.llm.base import ReplyStream, StreamResult, Turn
+from chat.llm.base import ReplyStream, StreamResult, Turn, Usage
 from chat.llm.errors import LLMError, LLMUnavailable, UpstreamError
 from chat.models import Message
 from chat.ratelimit import check_rate_limit
 from chat.selectors import access_chat, recent_turns
+from chat.text import storable_text
 from config.api import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -73,8 +81,15 @@ def start_reply(*, user, chat_id: str, text: str) -> Iterator[bytes]:
     that can be known before streaming; returns the SSE body otherwise.
     """
     provider = get_provider()
+    # The one network call of the set-up, made before any transaction opens (no row lock or
+    # pooled connection is held while the count API answers, retries or times out).
+    system_prompt_tokens = count_system_prompt_tokens()
     exchange = _save_user_message_and_reserve(
-        user=user, chat_id=chat_id, text=text, provider=provider
+        user=user,
+        chat_id=chat_id,
+        text=text,
+        provider=provider,
+        system_prompt_tokens=system_prompt_tokens,
     )
     # The wait on the model can be long: hold no database connection during it.
     _release_db_connection()
@@ -95,19 +110,23 @@ def start_reply(*, user, chat_id: str, text: str) -> Iterator[bytes]:
     return _relay(exchange, pump, first)
 
 
-def estimate_input_tokens(history: list[Turn], text: str) -> int:
-    """What the provider will bill as input: system prompt + history + message + overhead."""
+def estimate_input_tokens(history: list[Turn], text: str, *, system_prompt_tokens: int) -> int:
+    """What the provider will bill as input: system prompt + history + message + overhead.
+    No network call: the system prompt's count was fetched before (outside any transaction)."""
     return (
-        count_system_prompt_tokens()
+        system_prompt_tokens
         + sum(estimate_tokens(turn.text) for turn in history)
         + estimate_tokens(text)
         + settings.TOKEN_OVERHEAD
     )
 
 
-def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -> _Exchange:
+def _save_user_message_and_reserve(
+    *, user, chat_id: str, text: str, provider, system_prompt_tokens: int
+) -> _Exchange:
     """One transaction: access (chat row locked), rate limit, provider, history, the budget
-    reservation and the user's message. Any refusal rolls it all back."""
+    reservation and the user's message. Any refusal rolls it all back. No call to the model
+    service in here: the reservation uses the estimate and the count fetched before."""
     with transaction.atomic():
         chat = access_chat(user=user, chat_id=chat_id, lock=True)
         check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
@@ -116,7 +135,9 @@ def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -
         history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
         reservation = reserve_tokens(
             user=user,
-            input_tokens=estimate_input_tokens(history, text),
+            input_tokens=estimate_input_tokens(
+                history, text, system_prompt_tokens=system_prompt_tokens
+            ),
             max_output_tokens=settings.GEMINI_MAX_OUTPUT_TOKENS,
         )
         message = Message.objects.create(
@@ -209,6 +230,7 @@ def _relay(exchange: _Exchange, pump: _Pump, first) -> Iterator[bytes]:
                 outcome.error = item
                 break
             else:
+                item = storable_text(item)  # what is sent is exactly what is stored
                 outcome.started = True
                 outcome.parts.append(item)
                 outcome.chars += len(item)
@@ -241,12 +263,12 @@ def _passes_output_cap(chars: int, output_cap: int) -> bool:
 
 
 def _finish(exchange: _Exchange, outcome: _Outcome) -> dict:
-    """Save the reply and settle its tokens; return the final event. Never raises."""
+    """Settle the tokens, save the reply; return the final event. Never raises."""
     try:
-        return _save_reply_and_settle(exchange, outcome)
+        return _settle_and_save_reply(exchange, outcome)
     except Exception:
         logger.exception(
-            "Could not save the reply to message %s (%d characters); its reservation is "
+            "Could not settle the reply to message %s (%d characters); its reservation is "
             "left for the stale-reservation sweep",
             exchange.user_message_id,
             outcome.chars,
@@ -260,7 +282,10 @@ def _finish(exchange: _Exchange, outcome: _Outcome) -> dict:
         }
 
 
-def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
+def _settle_and_save_reply(exchange: _Exchange, outcome: _Outcome) -> dict:
+    """Two transactions: the settle never depends on the reply row. The tokens are settled
+    first; if saving the reply then fails for any reason, the bill stands and the failure
+    is logged with the reply's id (the ledger entry's message_id)."""
     if outcome.result is not None and outcome.error is None and not outcome.disconnected:
         status = Message.Status.COMPLETE
         finish_reason = outcome.result.finish_reason
@@ -269,33 +294,32 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
         finish_reason = "client_closed" if outcome.disconnected else "error"
     usage = _usage_to_bill(exchange, outcome)
     reply_id = uuid.uuid4()
-    with transaction.atomic():
-        if usage is None:
-            release_reservation(reservation_id=exchange.reservation_id, reason=finish_reason)
-            charged, budget = 0, None
-        else:
-            settlement = settle_reservation(
-                reservation_id=exchange.reservation_id,
+    charged, budget = _settle_tokens(exchange, usage, reply_id=reply_id, reason=finish_reason)
+    error = outcome.error
+    try:
+        with transaction.atomic():
+            Message.objects.create(
+                id=reply_id,
                 chat_id=exchange.chat_id,
-                message_id=reply_id,
-                input_tokens=usage["input_tokens"],
-                output_tokens=usage["output_tokens"],
-                source=usage["source"],
+                role=Message.Role.MODEL,
+                content=outcome.text,
+                status=status,
+                input_tokens=usage["input_tokens"] if usage else 0,
+                output_tokens=usage["output_tokens"] if usage else 0,
+                tokens_used=charged,
+                token_source=usage["source"] if usage else "",
+                finish_reason=finish_reason,
+                error_code=error.code if error else "",
             )
-            charged, budget = settlement.entry.total, settlement.budget
-        Message.objects.create(
-            id=reply_id,
-            chat_id=exchange.chat_id,
-            role=Message.Role.MODEL,
-            content=outcome.text,
-            status=status,
-            input_tokens=usage["input_tokens"] if usage else 0,
-            output_tokens=usage["output_tokens"] if usage else 0,
-            tokens_used=charged,
-            token_source=usage["source"] if usage else "",
-            finish_reason=finish_reason,
-            error_code=outcome.error.code if outcome.error else "",
+    except Exception:
+        logger.exception(
+            "Could not save reply %s to message %s (%d characters, %d tokens billed)",
+            reply_id,
+            exchange.user_message_id,
+            outcome.chars,
+            charged,
         )
+        error = error or StreamFailed("The reply could not be saved; its tokens were billed.")
     if outcome.disconnected:
         return {}  # nobody is listening
     if budget is None:  # nothing was charged: read the month's figures
@@ -309,9 +333,43 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
         "usage": usage or {"input_tokens": 0, "output_tokens": 0, "source": ""},
         "budget": {k: budget[k] for k in ("limit", "used", "remaining")},
     }
-    if outcome.error is not None:
-        done["error"] = {"code": outcome.error.code, "message": outcome.error.message}
+    if error is not None:
+        done["error"] = {"code": error.code, "message": error.message}
     return done
+
+
+def _settle_tokens(
+    exchange: _Exchange, usage: dict | None, *, reply_id: uuid.UUID, reason: str
+) -> tuple[int, dict | None]:
+    """Charge `usage` (or release the hold when nothing was consumed), in its own
+    transaction. Returns (tokens charged, the month's budget once settled or None)."""
+    with transaction.atomic():
+        if usage is None:
+            release_reservation(reservation_id=exchange.reservation_id, reason=reason)
+            return 0, None
+        settlement = settle_reservation(
+            reservation_id=exchange.reservation_id,
+            chat_id=exchange.chat_id,
+            message_id=reply_id,
+            input_tokens=usage["input_tokens"],
+            output_tokens=usage["output_tokens"],
+            source=usage["source"],
+        )
+        return settlement.entry.total, settlement.budget
+
+
+def _usage_from_report(usage: Usage, reply_text: str) -> dict:
+    """The provider's report; when it has no output count (proto3 JSON omits a zero
+    candidatesTokenCount) although text came, the output is our count of the reply and
+    `source` names that count ("counted" or "estimated"): never bill such a reply as 0."""
+    output, source = usage.output_tokens, "provider"
+    if output == 0 and reply_text:
+        output, source = count_text_tokens_with_source(reply_text)
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": output + usage.thinking_tokens,
+        "source": source,
+    }
 
 
 def _usage_to_bill(exchange: _Exchange, outcome: _Outcome) -> dict | None:
@@ -319,14 +377,11 @@ def _usage_to_bill(exchange: _Exchange, outcome: _Outcome) -> dict | None:
 
     1. the provider's usage report (exact, no extra call), 2. the count API (cached),
     3. the estimate: calculate_message_tokens picks 2 or 3 and says which.
+    Thinking tokens are billed as output (the provider bills them so).
     """
     usage = outcome.result.usage if outcome.result is not None else None
     if usage is not None:
-        return {
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens + usage.thinking_tokens,
-            "source": "provider",
-        }
+        return _usage_from_report(usage, outcome.text)
     if not outcome.started:
         return None  # failed before any output: the provider billed nothing
     counted = calculate_message_tokens(

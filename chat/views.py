@@ -13,7 +13,13 @@ from chat.serializers import (
     MessageInputSerializer,
 )
 from chat.streaming import start_reply
-from config.api import EnvelopePagination, error_responses, success, success_schema
+from config.api import (
+    AnyAcceptNegotiation,
+    EnvelopePagination,
+    error_responses,
+    success,
+    success_schema,
+)
 
 # Routed as <str:chat_id> so a malformed id reaches access_chat and gets 400 invalid_chat_id.
 CHAT_ID = OpenApiParameter("chat_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
@@ -72,19 +78,23 @@ class ChatDetailView(APIView):
 
 
 class MessageView(APIView):
+    # SSE clients send `Accept: text/event-stream`: never 406; errors stay JSON envelopes.
+    content_negotiation_class = AnyAcceptNegotiation
+
     @extend_schema(
         operation_id="chat_message_send",
         parameters=[CHAT_ID],
         request=MessageInputSerializer,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
                 description=(
                     "Server-Sent Events: `id: n` + `data: {json}` per event. Text events "
                     '`{"text": ...}`; the last event is `{"done": true, "tokens_used", '
                     '"message_id", "user_message_id", "finish_reason", "usage", "budget"}`, '
                     'with an `"error": {"code", "message"}` when the reply failed mid-stream. '
                     "`: keep-alive` comments while the model is silent."
-                )
+                ),
             ),
             **error_responses(400, 401, 403, 404, 429, 502, 503, 504),
         },

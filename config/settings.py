@@ -277,6 +277,9 @@ CONTEXT_MESSAGES = env.int("CONTEXT_MESSAGES", default=10)
 TOKEN_OVERHEAD = env.int("TOKEN_OVERHEAD", default=10)
 # The count-tokens function billing uses (text -> int); billing does not import chat.
 TOKEN_COUNTER = "chat.llm.count_tokens"  # noqa: S105 - a dotted path, not a secret
+# After the count API failed for the system prompt, use the estimate for this many seconds
+# before asking again (per process): a failing count API is not asked on every message.
+SYSTEM_PROMPT_COUNT_RETRY_S = env.float("SYSTEM_PROMPT_COUNT_RETRY_S", default=60.0)
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
 
@@ -291,6 +294,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default config gives "django" a console handler of its own (DEBUG only)
+        # besides propagating to the root: each 4xx/5xx line of django.request was written
+        # twice. No handler here: every record is written once, by the root's. Levels stay
+        # Django's: 4xx WARNING, 5xx ERROR.
+        "django": {"handlers": [], "propagate": True},
         # httpx logs request URLs; keep it quiet so nothing sensitive is echoed.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

@@ -9,6 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.services import current_period
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 
@@ -177,6 +178,21 @@ def test_spent_budget_is_403_before_streaming_and_saves_nothing(auth_client, use
     assert not TokenReservation.objects.exists()
 
 
+def test_the_budget_refusal_says_what_is_needed_and_what_remains(auth_client, user, chat, settings):
+    settings.DEFAULT_TOKEN_LIMIT = 60
+    baker.make("billing.TokenBudget", user=user, period=current_period(), limit=60, used=25)
+
+    response = send(auth_client, chat.pk)
+
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["details"]["remaining"] == 35
+    needed = error["details"]["needed"]
+    assert needed > 35
+    assert f"needs about {needed} tokens" in error["message"]
+    assert "35 remain" in error["message"]
+
+
 def test_rate_limit_is_429_with_retry_after(auth_client, chat, settings):
     settings.MESSAGE_RATE_LIMIT_MS = 60_000
     assert send(auth_client, chat.pk).status_code == 200
@@ -217,8 +233,9 @@ def test_one_message_costs_a_fixed_small_number_of_queries(auth_client, chat):
         q["sql"].split()[0] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]
     ]
     # Before streaming, one transaction: the chat (locked), the history, the budget (locked),
-    # the hold, the reservation row, the question. After it, one more: the reservation and
-    # its budget (locked together), the charge, the settled hold, the ledger entry, the reply.
+    # the hold, the reservation row, the question. After it, the settle: the reservation and
+    # its budget (locked together), the charge, the settled hold, the ledger entry; then the
+    # reply, in a transaction of its own (the settle never depends on the reply row).
     # Nothing per chunk, and the done event's budget comes from the settle, not a re-read.
     assert statements == [
         *("SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"),
