@@ -86,7 +86,7 @@ class Upstream(asyncio.Protocol):
             return
         head = self.buffer[:end].decode("latin-1")
         lines = head.split("\r\n")
-        method, path, version = lines[0].split(" ", 2)
+        _method, path, version = lines[0].split(" ", 2)
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
@@ -100,7 +100,7 @@ class Upstream(asyncio.Protocol):
         if ":streamGenerateContent" in path:
             if self.delay_s > 0:
                 self.busy = True
-                asyncio.ensure_future(self._paced(keep_alive))
+                self.task = asyncio.ensure_future(self._paced(keep_alive))
                 return
             self.transport.write(self.instant_11 if keep_alive else self.instant_10)
         elif ":countTokens" in path:
