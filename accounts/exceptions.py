@@ -21,3 +21,17 @@ class LoginLocked(ServiceError):
     default_message = (
         "Too many failed login attempts for this account or from this address. Try again later."
     )
+
+
+class UserNotFound(ServiceError):
+    """A valid access token of a user that no longer exists (JWTAuthentication's 401)."""
+
+    code = "authentication_failed"
+    status = http.HTTP_401_UNAUTHORIZED
+    default_message = "User not found"
+
+
+class UserInactive(ServiceError):
+    code = "authentication_failed"
+    status = http.HTTP_401_UNAUTHORIZED
+    default_message = "User is inactive"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -29,6 +30,8 @@ def next_period(period: date) -> date:
 
 
 def limit_for(user) -> int:
+    if getattr(user, "from_token_only", False):  # known from its token: read its own limit
+        user = get_user_model().objects.only("monthly_token_limit").get(pk=user.pk)
     custom = getattr(user, "monthly_token_limit", None)
     return settings.DEFAULT_TOKEN_LIMIT if custom is None else custom
 
@@ -37,14 +40,14 @@ def get_budget(*, user, period: date | None = None) -> TokenBudget:
     """The user's budget row for the month, opened on first use (no cron needed)."""
     period = period or current_period()
     try:
-        return TokenBudget.objects.get(user=user, period=period)
+        return TokenBudget.objects.get(user_id=user.pk, period=period)
     except TokenBudget.DoesNotExist:
         pass
     try:
         with transaction.atomic():
-            return TokenBudget.objects.create(user=user, period=period, limit=limit_for(user))
+            return TokenBudget.objects.create(user_id=user.pk, period=period, limit=limit_for(user))
     except IntegrityError:  # another request opened it first
-        return TokenBudget.objects.get(user=user, period=period)
+        return TokenBudget.objects.get(user_id=user.pk, period=period)
 
 
 def _locked_budget(*, user, period: date | None = None) -> TokenBudget:
@@ -52,10 +55,10 @@ def _locked_budget(*, user, period: date | None = None) -> TokenBudget:
     period = period or current_period()
     locked = TokenBudget.objects.select_for_update(no_key=True)
     try:
-        return locked.get(user=user, period=period)
+        return locked.get(user_id=user.pk, period=period)
     except TokenBudget.DoesNotExist:
         get_budget(user=user, period=period)
-        return locked.get(user=user, period=period)
+        return locked.get(user_id=user.pk, period=period)
 
 
 def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenReservation:
@@ -74,7 +77,7 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
             amount = input_tokens + output_cap
             TokenBudget.objects.filter(pk=budget.pk).update(reserved=F("reserved") + amount)
             return TokenReservation.objects.create(
-                user=user,
+                user_id=user.pk,
                 budget=budget,
                 amount=amount,
                 output_cap=output_cap,

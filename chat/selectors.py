@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.auth import get_user_model
+from django.db.models import Subquery
+
+from accounts.authentication import needs_active_check, refuse_unless_active
 from billing.tokens import chat_token_stats
 from chat.exceptions import ChatForbidden, ChatNotFound, InvalidChatId
 from chat.llm.base import Turn
@@ -24,10 +28,21 @@ def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
     own UPDATE: a concurrent delete then either lands first (404) or waits. NO KEY: a plain
     FOR UPDATE would also block the KEY SHARE lock that inserting a reply into the chat
     takes, and a settle that holds the budget row while inserting its reply would deadlock.
+
+    A user known only from a token (the message endpoint's stateless JWT) is checked here,
+    in the same statement: deleted or deactivated is 401 authentication_failed.
     """
     pk = parse_chat_id(chat_id)
-    chats = Chat.objects.select_for_update(no_key=True) if lock else Chat.objects
+    chats = Chat.objects.select_for_update(no_key=True, of=("self",)) if lock else Chat.objects
+    check_caller = needs_active_check(user)
+    if check_caller:
+        caller = get_user_model().objects.filter(pk=user.pk).values("is_active")
+        chats = chats.annotate(caller_active=Subquery(caller[:1]))
     chat = chats.filter(pk=pk).first()
+    if check_caller:
+        # With no chat row the caller's status is read on its own (an error path).
+        active = chat.caller_active if chat is not None else caller.first()
+        refuse_unless_active(active if chat is not None else (active or {}).get("is_active"))
     if chat is None or not chat.is_active:
         raise ChatNotFound()
     if chat.owner_id != user.pk:

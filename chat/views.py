@@ -4,6 +4,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.views import APIView
 
+from accounts.authentication import StatelessJWTAuthentication
 from chat import selectors, services, sse
 from chat.serializers import (
     ChatDeletedSerializer,
@@ -80,6 +81,8 @@ class ChatDetailView(APIView):
 class MessageView(APIView):
     # SSE clients send `Accept: text/event-stream`: never 406; errors stay JSON envelopes.
     content_negotiation_class = AnyAcceptNegotiation
+    # The access token alone (no user row query); the set-up checks the user is active.
+    authentication_classes = [StatelessJWTAuthentication]
 
     @extend_schema(
         operation_id="chat_message_send",
