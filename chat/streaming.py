@@ -50,6 +50,7 @@ class _Exchange:
     reservation_id: int
     output_cap: int
     budget_capped: bool
+    model: str = ""  # the provider's model, priced at the settle
 
 
 @dataclass
@@ -132,6 +133,7 @@ def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -
         output_cap=reservation.output_cap,
         # Only a cap the budget imposed is ours to enforce; the provider keeps its own.
         budget_capped=reservation.output_cap < settings.GEMINI_MAX_OUTPUT_TOKENS,
+        model=provider.model,
     )
 
 
@@ -272,7 +274,7 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
     with transaction.atomic():
         if usage is None:
             release_reservation(reservation_id=exchange.reservation_id, reason=finish_reason)
-            charged, budget = 0, None
+            charged, budget, cost = 0, None, None
         else:
             settlement = settle_reservation(
                 reservation_id=exchange.reservation_id,
@@ -281,8 +283,9 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
                 input_tokens=usage["input_tokens"],
                 output_tokens=usage["output_tokens"],
                 source=usage["source"],
+                model=exchange.model,
             )
-            charged, budget = settlement.entry.total, settlement.budget
+            charged, budget, cost = settlement.entry.total, settlement.budget, settlement.cost
         Message.objects.create(
             id=reply_id,
             chat_id=exchange.chat_id,
@@ -308,6 +311,7 @@ def _save_reply_and_settle(exchange: _Exchange, outcome: _Outcome) -> dict:
         "finish_reason": finish_reason,
         "usage": usage or {"input_tokens": 0, "output_tokens": 0, "source": ""},
         "budget": {k: budget[k] for k in ("limit", "used", "remaining")},
+        "cost": cost,
     }
     if outcome.error is not None:
         done["error"] = {"code": outcome.error.code, "message": outcome.error.message}
