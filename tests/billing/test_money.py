@@ -4,7 +4,6 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-import pytest
 from django.db.models import Sum
 from django.utils import timezone
 from model_bakery import baker
