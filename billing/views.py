@@ -24,6 +24,11 @@ class TokenUsageView(APIView):
 
 
 class TokenUsageExportView(APIView):
+    def perform_content_negotiation(self, request, force=False):
+        # The body is CSV whatever the client accepts; errors stay in the JSON envelope
+        # (no 406 for `Accept: text/csv`).
+        return super().perform_content_negotiation(request, force=True)
+
     @extend_schema(
         operation_id="user_token_usage_export",
         parameters=[
@@ -44,11 +49,6 @@ class TokenUsageExportView(APIView):
             **error_responses(400, 401),
         },
     )
-    def perform_content_negotiation(self, request, force=False):
-        # The body is CSV whatever the client accepts; errors stay in the JSON envelope
-        # (no 406 for `Accept: text/csv`).
-        return super().perform_content_negotiation(request, force=True)
-
     def get(self, request):
         period = ExportPeriodSerializer(data=request.query_params)
         period.is_valid(raise_exception=True)
