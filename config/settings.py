@@ -283,15 +283,16 @@ RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
 
 # --- money: budget alerts and their webhook (docs/budgets.md) ----------------------------
 # Percent of a month's limit; crossing one during a settle records an alert once.
-BUDGET_ALERT_THRESHOLDS = sorted(
-    {
-        int(p)
-        for p in env.list("BUDGET_ALERT_THRESHOLDS", default=["50", "80", "100"])
-        if str(p).strip()
-    }
-)
+try:
+    BUDGET_ALERT_THRESHOLDS = sorted(
+        {int(p) for p in env.list("BUDGET_ALERT_THRESHOLDS", default=["50", "80", "100"]) if p}
+    )
+except ValueError:
+    BUDGET_ALERT_THRESHOLDS = [0]  # refused just below, with the reason
 if any(not 1 <= p <= 100 for p in BUDGET_ALERT_THRESHOLDS):
-    raise ImproperlyConfigured("BUDGET_ALERT_THRESHOLDS are percents between 1 and 100.")
+    raise ImproperlyConfigured(
+        "BUDGET_ALERT_THRESHOLDS: whole percents from 1 to 100, e.g. 50,80,100"
+    )
 ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
 # Standard Webhooks secret, whsec_<base64 of the key>.
 ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")

@@ -5,6 +5,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -21,7 +24,7 @@ from billing.alerts import backoff, record_threshold_alerts
 from billing.models import BudgetAlert, LedgerEntry, TokenBudget
 from billing.services import current_period, get_budget, reserve_tokens, reset_budget
 from billing.services import settle_reservation as settle_reservation_service
-from tests.live import free_port, wait_until
+from tests.live import ROOT, free_port, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a test key of 32 bytes, not real").decode()
 
@@ -297,3 +300,30 @@ def test_a_dead_webhook_never_affects_the_message_and_gives_up_after_max_attempt
     call_command("deliver_alerts")
     alert.refresh_from_db()
     assert (alert.delivery, alert.attempts, alert.next_attempt_at) == ("failed", 2, None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ALERT_WEBHOOK_URL": "https://example.com/h"}, "ALERT_WEBHOOK_SECRET"),
+        (
+            {"ALERT_WEBHOOK_URL": "https://example.com/h", "ALERT_WEBHOOK_SECRET": "whsec_!!"},
+            "ALERT_WEBHOOK_SECRET",
+        ),
+        ({"ALERT_WEBHOOK_URL": "ftp://example.com/h"}, "http(s)"),
+        ({"BUDGET_ALERT_THRESHOLDS": "50,eighty"}, "BUDGET_ALERT_THRESHOLDS"),
+        ({"BUDGET_ALERT_THRESHOLDS": "50,120"}, "BUDGET_ALERT_THRESHOLDS"),
+    ],
+)
+def test_start_up_refuses_a_broken_alert_configuration(env, message):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ALERT_", "BUDGET_"))}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**clean, "DATABASE_URL": "sqlite:///:memory:", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr and message in done.stderr
