@@ -332,7 +332,7 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Every user's entries between two days, as CSV (streamed), or the form to ask."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        period = ExportPeriodSerializer(data=request.GET)
+        period = ExportPeriodSerializer(data=request.GET.dict())
         if {"from", "to"} & set(request.GET) and period.is_valid():
             first, last = period.validated_data["from"], period.validated_data["to"]
             return csv_response(

@@ -54,6 +54,14 @@ class ExportPeriodSerializer(serializers.Serializer):
         }
 
     def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - {"from", "to"})
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    name or "(empty name)": ["Unknown parameter: use from and to."]
+                    for name in unknown
+                }
+            )
         first = attrs.get("from") or current_period()
         last = attrs.get("to") or timezone.now().date()
         if first > last:

@@ -50,7 +50,8 @@ class TokenUsageExportView(APIView):
         },
     )
     def get(self, request):
-        period = ExportPeriodSerializer(data=request.query_params)
+        # A plain dict: from a QueryDict DRF would take `?to=` (empty) as "not given".
+        period = ExportPeriodSerializer(data=request.query_params.dict())
         period.is_valid(raise_exception=True)
         first, last = period.validated_data["from"], period.validated_data["to"]
         rows = ledger_export_rows(first=first, last=last, user=request.user)

@@ -103,6 +103,8 @@ def test_an_unpriced_entry_has_an_empty_cost_and_text_cannot_become_a_formula(
         {"to": "2026-02-30"},
         {"from": "2026-03-05", "to": "2026-03-01"},
         {"from": "2026-03-01T00:00:00"},
+        {"to": ""},
+        {"from": "2026-03-01", "since": "2026-03-01"},
     ],
 )
 def test_bad_dates_are_a_400_in_the_envelope(auth_client, query):
@@ -111,7 +113,7 @@ def test_bad_dates_are_a_400_in_the_envelope(auth_client, query):
     assert response["Content-Type"] == "application/json"
     body = response.json()
     assert body["status"] == "error" and body["error"]["code"] == "validation_error"
-    assert set(body["error"]["details"]) <= {"from", "to"}
+    assert set(body["error"]["details"]) <= {"from", "to", "since"}
 
 
 def test_the_export_needs_a_token(api_client, db):
