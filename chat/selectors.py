@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Subquery
 
 from accounts.authentication import needs_active_check, refuse_unless_active
+from billing.selectors import chat_cost
 from billing.tokens import chat_token_stats
 from chat.exceptions import ChatForbidden, ChatNotFound, InvalidChatId
 from chat.llm.base import Turn
@@ -72,7 +73,8 @@ def recent_turns(*, chat: Chat, limit: int) -> list[Turn]:
 
 
 def chat_detail(*, user, chat_id) -> dict:
-    """The chat, its messages in order and its token totals (two queries after access)."""
+    """The chat, its messages in order, its token totals and its cost (three queries: the
+    chat, its messages, the sum of its ledger entries' costs)."""
     chat = access_chat(user=user, chat_id=chat_id)
     messages = list(chat_messages(chat=chat))
     billed = [m.tokens_used for m in messages if m.role == Message.Role.MODEL]
@@ -84,4 +86,5 @@ def chat_detail(*, user, chat_id) -> dict:
         "updated_at": chat.updated_at,
         "messages": messages,
         "token_stats": chat_token_stats(billed),
+        "cost": chat_cost(chat_id=chat.pk),
     }

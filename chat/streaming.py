@@ -58,6 +58,7 @@ class _Exchange:
     reservation_id: int
     output_cap: int
     budget_capped: bool
+    model: str = ""  # the provider's model, priced at the settle
 
 
 @dataclass
@@ -153,6 +154,7 @@ def _save_user_message_and_reserve(
         output_cap=reservation.output_cap,
         # Only a cap the budget imposed is ours to enforce; the provider keeps its own.
         budget_capped=reservation.output_cap < settings.GEMINI_MAX_OUTPUT_TOKENS,
+        model=provider.model,
     )
 
 
@@ -294,7 +296,7 @@ def _settle_and_save_reply(exchange: _Exchange, outcome: _Outcome) -> dict:
         finish_reason = "client_closed" if outcome.disconnected else "error"
     usage = _usage_to_bill(exchange, outcome)
     reply_id = uuid.uuid4()
-    charged, budget = _settle_tokens(exchange, usage, reply_id=reply_id, reason=finish_reason)
+    charged, budget, cost = _settle_tokens(exchange, usage, reply_id=reply_id, reason=finish_reason)
     error = outcome.error
     try:
         with transaction.atomic():
@@ -332,6 +334,7 @@ def _settle_and_save_reply(exchange: _Exchange, outcome: _Outcome) -> dict:
         "finish_reason": finish_reason,
         "usage": usage or {"input_tokens": 0, "output_tokens": 0, "source": ""},
         "budget": {k: budget[k] for k in ("limit", "used", "remaining")},
+        "cost": cost,
     }
     if error is not None:
         done["error"] = {"code": error.code, "message": error.message}
@@ -340,13 +343,14 @@ def _settle_and_save_reply(exchange: _Exchange, outcome: _Outcome) -> dict:
 
 def _settle_tokens(
     exchange: _Exchange, usage: dict | None, *, reply_id: uuid.UUID, reason: str
-) -> tuple[int, dict | None]:
+) -> tuple[int, dict | None, dict | None]:
     """Charge `usage` (or release the hold when nothing was consumed), in its own
-    transaction. Returns (tokens charged, the month's budget once settled or None)."""
+    transaction. Returns (tokens charged, the month's budget once settled or None, the
+    cost or None)."""
     with transaction.atomic():
         if usage is None:
             release_reservation(reservation_id=exchange.reservation_id, reason=reason)
-            return 0, None
+            return 0, None, None
         settlement = settle_reservation(
             reservation_id=exchange.reservation_id,
             chat_id=exchange.chat_id,
@@ -354,8 +358,9 @@ def _settle_tokens(
             input_tokens=usage["input_tokens"],
             output_tokens=usage["output_tokens"],
             source=usage["source"],
+            model=exchange.model,
         )
-        return settlement.entry.total, settlement.budget
+        return settlement.entry.total, settlement.budget, settlement.cost
 
 
 def _usage_from_report(usage: Usage, reply_text: str) -> dict:

@@ -3,6 +3,7 @@
 Every variable here is listed in README.md's configuration table and in .env.example.
 """
 
+import base64
 from datetime import timedelta
 from pathlib import Path
 
@@ -284,6 +285,37 @@ TOKEN_COUNTER = "chat.llm.count_tokens"  # noqa: S105 - a dotted path, not a sec
 SYSTEM_PROMPT_COUNT_RETRY_S = env.float("SYSTEM_PROMPT_COUNT_RETRY_S", default=60.0)
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
+
+# --- money: budget alerts and their webhook (docs/budgets.md) ----------------------------
+# Percent of a month's limit; crossing one during a settle records an alert once.
+try:
+    BUDGET_ALERT_THRESHOLDS = sorted(
+        {int(p) for p in env.list("BUDGET_ALERT_THRESHOLDS", default=["50", "80", "100"]) if p}
+    )
+except ValueError:
+    BUDGET_ALERT_THRESHOLDS = [0]  # refused just below, with the reason
+if any(not 1 <= p <= 100 for p in BUDGET_ALERT_THRESHOLDS):
+    raise ImproperlyConfigured(
+        "BUDGET_ALERT_THRESHOLDS: whole percents from 1 to 100, e.g. 50,80,100"
+    )
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+# Standard Webhooks secret, whsec_<base64 of the key>.
+ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
+if ALERT_WEBHOOK_URL:
+    if not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+        raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http(s) URL.")
+    try:
+        if not ALERT_WEBHOOK_SECRET.startswith("whsec_"):
+            raise ValueError
+        _key = ALERT_WEBHOOK_SECRET.removeprefix("whsec_")
+        if not base64.b64decode(_key + "=" * (-len(_key) % 4), validate=True):
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            "ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET in whsec_<base64> form."
+        ) from None
+ALERT_WEBHOOK_TIMEOUT_S = env.float("ALERT_WEBHOOK_TIMEOUT_S", default=5.0)
+ALERT_WEBHOOK_MAX_ATTEMPTS = env.int("ALERT_WEBHOOK_MAX_ATTEMPTS", default=10)
 
 # --- logging ----------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
