@@ -263,7 +263,14 @@ def make_jobs(env: dict, users: int) -> list[tuple[str, dict]]:
 
 
 async def paced_messages(
-    port: int, jobs, *, total: int, concurrency: int, min_gap_s: float, done_marker=b'"done"'
+    port: int,
+    jobs,
+    *,
+    total: int,
+    concurrency: int,
+    min_gap_s: float,
+    done_marker=b'"done"',
+    deadline: float | None = None,
 ):
     """`total` messages, `concurrency` at a time, each to the job least recently used, never
     two to one job within `min_gap_s` (across calls too). Returns (results, seconds)."""
@@ -275,7 +282,7 @@ async def paced_messages(
 
     async def worker():
         nonlocal remaining
-        while remaining > 0:
+        while remaining > 0 and (deadline is None or time.perf_counter() < deadline):
             remaining -= 1
             last, (path, headers) = ready.popleft()
             wait = last + min_gap_s - time.perf_counter()
