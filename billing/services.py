@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -69,6 +69,10 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
     Raises BudgetExceeded when the remaining budget cannot cover the input and at least
     one output token.
     """
+    if connection.vendor == "postgresql":
+        return _reserve_in_one_statement(
+            user=user, input_tokens=input_tokens, max_output_tokens=max_output_tokens
+        )
     # savepoint=False: inside the caller's transaction a failure aborts it all anyway,
     # and the message path saves two round trips per call.
     with transaction.atomic(savepoint=False):
@@ -86,8 +90,84 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
                 expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
             )
     # Raised outside the block: nothing was written, and the caller's transaction stays usable.
+    raise _budget_exceeded(budget, input_tokens)
+
+
+# The same rules as reserve_tokens' ORM path, as one statement (one round trip instead of
+# three): lock the month's budget row, and only if what remains covers the input and at least
+# one output token, add the hold to `reserved` and insert the reservation. The first
+# message of a month opens the row through get_budget() and runs it again.
+_RESERVE_SQL = """
+WITH budget AS (
+    SELECT id, "limit", used, reserved, "limit" - used - reserved - %(input)s AS left_over
+    FROM billing_tokenbudget
+    WHERE user_id = %(user)s AND period = %(period)s
+    FOR NO KEY UPDATE
+), hold AS (
+    UPDATE billing_tokenbudget AS row
+    SET reserved = row.reserved + %(input)s + LEAST(%(max_output)s, budget.left_over)
+    FROM budget
+    WHERE row.id = budget.id AND budget.left_over >= 1
+    RETURNING row.id, LEAST(%(max_output)s, budget.left_over) AS output_cap
+), reservation AS (
+    INSERT INTO billing_tokenreservation
+        (user_id, budget_id, amount, output_cap, state, created_at, expires_at)
+    SELECT %(user)s, hold.id, %(input)s + hold.output_cap, hold.output_cap, %(active)s,
+           %(now)s, %(expires)s
+    FROM hold
+    RETURNING id, output_cap
+)
+SELECT budget.id, budget."limit", budget.used, budget.reserved, reservation.id,
+       reservation.output_cap
+FROM budget LEFT JOIN reservation ON TRUE
+"""
+
+
+def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int):
+    period = current_period()
+    now = timezone.now()
+    params = {
+        "input": input_tokens,
+        "max_output": max_output_tokens,
+        "user": user.pk,
+        "period": period,
+        "active": TokenReservation.State.ACTIVE,
+        "now": now,
+        "expires": now + timedelta(seconds=settings.RESERVATION_TTL_S),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RESERVE_SQL, params)
+        row = cursor.fetchone()
+        if row is None:  # the month's first message: open the row, then hold
+            get_budget(user=user, period=period)
+            cursor.execute(_RESERVE_SQL, params)
+            row = cursor.fetchone()
+    budget_id, limit, used, reserved, reservation_id, output_cap = row
+    budget = TokenBudget(
+        id=budget_id, user_id=user.pk, period=period, limit=limit, used=used, reserved=reserved
+    )
+    if reservation_id is None:
+        raise _budget_exceeded(budget, input_tokens)
+    budget._state.adding = False
+    budget.reserved += input_tokens + output_cap
+    reservation = TokenReservation(
+        id=reservation_id,
+        user_id=user.pk,
+        budget=budget,
+        amount=input_tokens + output_cap,
+        output_cap=output_cap,
+        state=TokenReservation.State.ACTIVE,
+        created_at=now,
+        expires_at=params["expires"],
+    )
+    reservation._state.adding = False
+    return reservation
+
+
+def _budget_exceeded(budget: TokenBudget, input_tokens: int) -> BudgetExceeded:
+    remaining = budget.limit - budget.used - budget.reserved
     needed, left = input_tokens + 1, max(0, remaining)
-    raise BudgetExceeded(
+    return BudgetExceeded(
         f"This message needs about {needed} tokens; {left} remain in your monthly budget.",
         details={
             "limit": budget.limit,
