@@ -8,6 +8,7 @@ user is refused exactly as before (401 authentication_failed), one round trip ch
 
 from __future__ import annotations
 
+from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt import models
 from rest_framework_simplejwt.authentication import JWTStatelessUserAuthentication
 from rest_framework_simplejwt.settings import api_settings
@@ -48,3 +49,11 @@ def refuse_unless_active(is_active: bool | None) -> None:
         raise UserNotFound(headers=headers)
     if not is_active:
         raise UserInactive(headers=headers)
+
+
+class StatelessJWTScheme(SimpleJWTScheme):
+    """OpenAPI: the same bearer access token as `jwtAuth`, under a name of its own (a schema
+    component belongs to one authentication class)."""
+
+    target_class = "accounts.authentication.StatelessJWTAuthentication"
+    name = "jwtAuthStateless"
