@@ -8,21 +8,19 @@ never has two runs. Any refusal rolls it all back.
 
 from __future__ import annotations
 
-import math
-import time
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.services import reserve_tokens
-from chat.exceptions import RateLimited, ReplyInProgress
+from chat.exceptions import ReplyInProgress
 from chat.llm.base import LLMProvider, Turn
 from chat.llm.errors import LLMUnavailable
 from chat.models import Message
+from chat.ratelimit import check_rate_limit
 from chat.reply.tokens import estimate_input_tokens, system_prompt_tokens
 from chat.selectors import access_chat, recent_turns
 
@@ -68,7 +66,7 @@ def _set_up(*, user, chat_id: str, text: str, provider, system_tokens: int) -> E
     chat = access_chat(user=user, chat_id=chat_id, lock=True)
     if Message.objects.filter(chat=chat, status=Message.Status.STREAMING).exists():
         raise ReplyInProgress()
-    check_rate_limit(user=user)
+    check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
     if provider.status() != "ok":
         raise LLMUnavailable()
     history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
@@ -101,19 +99,3 @@ def _set_up(*, user, chat_id: str, text: str, provider, system_tokens: int) -> E
         output_cap=reservation.output_cap,
         budget_capped=reservation.output_cap < settings.GEMINI_MAX_OUTPUT_TOKENS,
     )
-
-
-def check_rate_limit(*, user) -> None:
-    """At most one message per MESSAGE_RATE_LIMIT_MS per user, shared by every node's cache."""
-    gap_ms = settings.MESSAGE_RATE_LIMIT_MS
-    if gap_ms <= 0:
-        return
-    key = f"chat:last-message:{user.pk}"
-    now_ms = time.time() * 1000
-    ttl = math.ceil(gap_ms / 1000) + 1
-    if cache.add(key, now_ms, ttl):
-        return
-    last = cache.get(key)
-    if last is not None and now_ms - last < gap_ms:
-        raise RateLimited(retry_after=math.ceil((gap_ms - (now_ms - last)) / 1000))
-    cache.set(key, now_ms, ttl)
