@@ -74,6 +74,7 @@ class Run:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop_reason: str | None = None
         self._stream: ReplyStream | None = None
+        self.closing = False  # the run is ending: its reader must let the upstream call go
 
     # --- used by other greenlets/threads ---------------------------------------------
     def start(self) -> None:
@@ -106,7 +107,16 @@ class Run:
             logger.exception("The run of reply %s failed", self.reply_id)
             error = StreamFailed()
         finally:
+            self._let_upstream_go()
             self._end(result, error)
+
+    def _let_upstream_go(self) -> None:
+        """A run that ends before its stream did (a stop, the budget, an error of ours) closes
+        the upstream call: the reader at its next delta, and at once where the provider's
+        stream can be closed from here (the local model; the SDK's cannot, mid-read)."""
+        self.closing = True
+        if self._stream is not None and self._stream.result is None:
+            self._stream.close()
 
     def _relay_upstream(self) -> tuple[StreamResult | None, ServiceError | None]:
         exchange = self.exchange
@@ -221,11 +231,12 @@ def _budget(user) -> dict:
 
 
 def _read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Run) -> None:
-    """The reader: the provider's deltas into the run's queue. It closes the upstream call
-    when the run was stopped, at its next delta (or the provider's silence timeout)."""
+    """The reader: the provider's deltas into the run's queue. When the run stops (or ends
+    early) it closes the upstream call at its next delta (or the provider's silence
+    timeout)."""
     try:
         for delta in stream:
-            if run.stop_requested:
+            if run.stop_requested or run.closing:
                 break
             into.put(delta)
         else:
@@ -233,8 +244,9 @@ def _read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Run) -> No
     except LLMError as exc:
         into.put(exc)
     except Exception:  # a provider must map its failures; never let one kill the run
-        logger.exception("Provider stream raised an unmapped exception")
+        if not run.closing:
+            logger.exception("Provider stream raised an unmapped exception")
         into.put(UpstreamError())
     finally:
-        if run.stop_requested:
+        if run.stop_requested or run.closing:
             stream.close()
