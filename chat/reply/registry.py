@@ -129,11 +129,21 @@ def _apply_stops(runs: list[Run]) -> None:
             run.request_stop("stopped")
 
 
-def checkpoint(runs: list[Run]) -> None:
-    """Save the text of the runs whose text changed, and every run's heartbeat: one UPDATE.
+CHECKPOINT_BATCH = 100
 
-    Only rows still `streaming` are touched, so a checkpoint never overwrites an ended reply.
-    """
+
+def checkpoint(runs: list[Run]) -> None:
+    """Save the text of the runs whose text changed, and every run's heartbeat: one UPDATE
+    per CHECKPOINT_BATCH runs (building one for 1000 runs holds the worker ~0.25 s of CPU;
+    between batches the other greenlets run)."""
+    for start in range(0, len(runs), CHECKPOINT_BATCH):
+        if start:
+            time.sleep(0)
+        _checkpoint_batch(runs[start : start + CHECKPOINT_BATCH])
+
+
+def _checkpoint_batch(runs: list[Run]) -> None:
+    """Only rows still `streaming` are touched: a checkpoint never overwrites an ended reply."""
     from django.db.models import Case, F, JSONField, TextField, Value, When
     from django.utils import timezone
 
