@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from billing.selectors import chat_cost
 from billing.tokens import chat_token_stats
 from chat.exceptions import (
     ChatForbidden,
@@ -83,8 +84,9 @@ def recent_turns(*, chat: Chat, limit: int) -> list[Turn]:
 
 
 def chat_detail(*, user, chat_id) -> dict:
-    """The chat, its messages in order and its token totals (two queries after access). A
-    reply still generating shows status `streaming` and its text so far."""
+    """The chat, its messages in order, its token totals and its cost (three queries: the
+    chat, its messages, the sum of its ledger entries' costs). A reply still generating shows
+    status `streaming` and its text so far."""
     from chat.reply.relay import text_so_far
 
     chat = access_chat(user=user, chat_id=chat_id)
@@ -101,4 +103,5 @@ def chat_detail(*, user, chat_id) -> dict:
         "updated_at": chat.updated_at,
         "messages": messages,
         "token_stats": chat_token_stats(billed),
+        "cost": chat_cost(chat_id=chat.pk),
     }

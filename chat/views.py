@@ -14,9 +14,15 @@ from chat.serializers import (
     ChatInputSerializer,
     ChatSerializer,
     MessageInputSerializer,
-    MessageSerializer,
+    StoppedReplySerializer,
 )
-from config.api import EnvelopePagination, error_responses, success, success_schema
+from config.api import (
+    AnyAcceptNegotiation,
+    EnvelopePagination,
+    error_responses,
+    success,
+    success_schema,
+)
 
 # Routed as <str:chat_id> so a malformed id reaches access_chat and gets 400 invalid_chat_id.
 CHAT_ID = OpenApiParameter("chat_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
@@ -26,7 +32,7 @@ MESSAGE_ID = OpenApiParameter(
 EVENTS = (
     "Server-Sent Events: `id: n` + `data: {json}` per event. Text events "
     '`{"text": ...}` (ids 1..n); the last event is `{"done": true, "tokens_used", '
-    '"message_id", "user_message_id", "finish_reason", "usage", "budget"}` (id n + 1), '
+    '"message_id", "user_message_id", "finish_reason", "usage", "budget", "cost"}` (id n + 1), '
     'with an `"error": {"code", "message"}` when the reply failed mid-stream. '
     "`: keep-alive` comments while the model is silent."
 )
@@ -85,13 +91,17 @@ class ChatDetailView(APIView):
 
 
 class MessageView(APIView):
+    # SSE clients send `Accept: text/event-stream`: never 406; errors stay JSON envelopes.
+    content_negotiation_class = AnyAcceptNegotiation
+
     @extend_schema(
         operation_id="chat_message_send",
         parameters=[CHAT_ID],
         request=MessageInputSerializer,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                description=EVENTS + " The reply's id is in the `X-Message-Id` header."
+                response=OpenApiTypes.STR,
+                description=EVENTS + " The reply's id is in the `X-Message-Id` header.",
             ),
             **error_responses(400, 401, 403, 404, 409, 429, 502, 503, 504),
         },
@@ -110,7 +120,7 @@ class MessageView(APIView):
 
 
 class ReplyStreamView(APIView):
-    content_negotiation_class = sse.IgnoreAcceptNegotiation
+    content_negotiation_class = AnyAcceptNegotiation  # EventSource sends text/event-stream
 
     @extend_schema(
         operation_id="chat_reply_stream",
@@ -134,9 +144,10 @@ class ReplyStreamView(APIView):
         ],
         responses={
             (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
                 description=EVENTS + " Replays the events after the given id, then follows "
                 "the reply live until its done event. For a reply that has ended: the rest "
-                "of its text and its done at once."
+                "of its text and its done at once.",
             ),
             **error_responses(400, 401, 404),
         },
@@ -155,10 +166,10 @@ class ReplyStopView(APIView):
         parameters=[CHAT_ID, MESSAGE_ID],
         request=None,
         responses={
-            200: success_schema(MessageSerializer),
+            200: success_schema(StoppedReplySerializer),
             **error_responses(400, 401, 404, 409),
         },
     )
     def post(self, request, chat_id: str, message_id: str):
         reply = stop_reply(user=request.user, chat_id=chat_id, message_id=message_id)
-        return success(MessageSerializer(reply).data, message="Reply stopped")
+        return success(StoppedReplySerializer(reply).data, message="Reply stopped")

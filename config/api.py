@@ -21,6 +21,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework import status as http
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -184,6 +185,18 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     )
 
 
+class AnyAcceptNegotiation(DefaultContentNegotiation):
+    """For an endpoint whose success is not rendered by DRF (the SSE stream): whatever the
+    client accepts, answer. DRF's own negotiation refuses `Accept: text/event-stream` with
+    406 when the view has only the JSON renderer; here errors decided before the first byte
+    are rendered by the first renderer (JSON, the envelope) whatever the Accept header says.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
 class EnvelopePagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
@@ -200,14 +213,33 @@ class EnvelopePagination(PageNumberPagination):
 
 
 def is_api_request(request) -> bool:
-    return request.path.startswith(API_PREFIX)
+    return request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/")
+
+
+# Django's own error answers under /api/ (its handlers, or with DEBUG on its technical
+# pages), as the envelope.
+_ERROR_CODES = {
+    400: ("bad_request", "Bad request."),
+    403: ("forbidden", "Forbidden."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    500: ("internal_error", "An unexpected error occurred."),
+}
+
+
+def envelope_for_status(status: int) -> JsonResponse:
+    code, message = _ERROR_CODES.get(status, ("error", "The request could not be completed."))
+    return error_response(code, message, status)
 
 
 class ApiErrorMiddleware:
-    """Keeps HTML out of /api/: oversize bodies are answered 413 in the envelope.
+    """Keeps HTML out of /api/, in every mode (DEBUG true or false).
 
-    DRF reads the body from the stream without Django's size check, so the check is
-    made here, once, for every API request that carries one.
+    Oversize bodies are answered 413 in the envelope: DRF reads the body from the stream
+    without Django's size check, so the check is made here, once, for every API request
+    that carries one. Any other error answer that is not JSON (an unknown /api/ path, and
+    with DEBUG on Django's technical 404 and 500 pages, which bypass the handlers below)
+    is replaced by the envelope with the same status.
     """
 
     def __init__(self, get_response):
@@ -223,12 +255,19 @@ class ApiErrorMiddleware:
                     f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
                     http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                 )
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            is_api_request(request)
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return envelope_for_status(response.status_code)
+        return response
 
 
 def handler404(request, exception=None):
     if is_api_request(request):
-        return error_response("not_found", "Not found.", http.HTTP_404_NOT_FOUND)
+        return envelope_for_status(http.HTTP_404_NOT_FOUND)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -236,9 +275,7 @@ def handler404(request, exception=None):
 
 def handler500(request):
     if is_api_request(request):
-        return error_response(
-            "internal_error", "An unexpected error occurred.", http.HTTP_500_INTERNAL_SERVER_ERROR
-        )
+        return envelope_for_status(http.HTTP_500_INTERNAL_SERVER_ERROR)
     from django.views.defaults import server_error
 
     return server_error(request)
@@ -246,7 +283,7 @@ def handler500(request):
 
 def handler400(request, exception=None):
     if is_api_request(request):
-        return error_response("bad_request", "Bad request.", http.HTTP_400_BAD_REQUEST)
+        return envelope_for_status(http.HTTP_400_BAD_REQUEST)
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)
@@ -254,7 +291,7 @@ def handler400(request, exception=None):
 
 def handler403(request, exception=None):
     if is_api_request(request):
-        return error_response("forbidden", "Forbidden.", http.HTTP_403_FORBIDDEN)
+        return envelope_for_status(http.HTTP_403_FORBIDDEN)
     from django.views.defaults import permission_denied
 
     return permission_denied(request, exception)
@@ -270,7 +307,10 @@ _STATUS_TEXT = {
     409: "Conflict (chat_limit_reached).",
     413: "The request body is too large.",
     429: "Too many requests (rate_limited, throttled); see Retry-After.",
-    502: "The model service failed before any output (upstream_error).",
+    502: (
+        "The model service failed, or ended its reply unfinished, before any output "
+        "(upstream_error, upstream_incomplete)."
+    ),
     503: (
         "The model or the database is unavailable (llm_unavailable, upstream_rate_limited, "
         "database_unavailable); see Retry-After."
@@ -335,5 +375,29 @@ def success_schema(serializer_class, *, paginated: bool = False):
             "status": serializers.ChoiceField(choices=["success"]),
             "message": serializers.CharField(required=False),
             "data": data,
+        },
+    )
+
+
+@functools.cache
+def message_only_schema():
+    """A component for `{"status": "success", "message": str, "data": null}` (e.g. logout)."""
+    from drf_spectacular.utils import extend_schema_field, inline_serializer
+    from rest_framework import serializers
+
+    # (an `enum: [null]` would be taken apart by drf-spectacular's enum post-processing)
+    @extend_schema_field(
+        {"type": "object", "nullable": True, "maxProperties": 0, "description": "Always null."}
+    )
+    class AlwaysNull(serializers.Field):
+        def to_representation(self, value):
+            return None
+
+    return inline_serializer(
+        "MessageEnvelope",
+        {
+            "status": serializers.ChoiceField(choices=["success"]),
+            "message": serializers.CharField(),
+            "data": AlwaysNull(),
         },
     )

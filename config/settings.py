@@ -3,6 +3,7 @@
 Every variable here is listed in README.md's configuration table and in .env.example.
 """
 
+import base64
 from datetime import timedelta
 from pathlib import Path
 
@@ -284,6 +285,9 @@ CONTEXT_MESSAGES = env.int("CONTEXT_MESSAGES", default=10)
 TOKEN_OVERHEAD = env.int("TOKEN_OVERHEAD", default=10)
 # The count-tokens function billing uses (text -> int); billing does not import chat.
 TOKEN_COUNTER = "chat.llm.count_tokens"  # noqa: S105 - a dotted path, not a secret
+# After the count API failed for the system prompt, use the estimate for this many seconds
+# before asking again (per process): a failing count API is not asked on every message.
+SYSTEM_PROMPT_COUNT_RETRY_S = env.float("SYSTEM_PROMPT_COUNT_RETRY_S", default=60.0)
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
 
@@ -310,6 +314,36 @@ REPLY_CHECKPOINT_S = env.float("REPLY_CHECKPOINT_S", default=2.0)
 REPLY_STALE_S = env.int("REPLY_STALE_S", default=60)
 # How long POST .../stop waits for the run to save the stopped reply.
 REPLY_STOP_WAIT_S = env.float("REPLY_STOP_WAIT_S", default=10.0)
+# --- money: budget alerts and their webhook (docs/budgets.md) ----------------------------
+# Percent of a month's limit; crossing one during a settle records an alert once.
+try:
+    BUDGET_ALERT_THRESHOLDS = sorted(
+        {int(p) for p in env.list("BUDGET_ALERT_THRESHOLDS", default=["50", "80", "100"]) if p}
+    )
+except ValueError:
+    BUDGET_ALERT_THRESHOLDS = [0]  # refused just below, with the reason
+if any(not 1 <= p <= 100 for p in BUDGET_ALERT_THRESHOLDS):
+    raise ImproperlyConfigured(
+        "BUDGET_ALERT_THRESHOLDS: whole percents from 1 to 100, e.g. 50,80,100"
+    )
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+# Standard Webhooks secret, whsec_<base64 of the key>.
+ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
+if ALERT_WEBHOOK_URL:
+    if not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+        raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http(s) URL.")
+    try:
+        if not ALERT_WEBHOOK_SECRET.startswith("whsec_"):
+            raise ValueError
+        _key = ALERT_WEBHOOK_SECRET.removeprefix("whsec_")
+        if not base64.b64decode(_key + "=" * (-len(_key) % 4), validate=True):
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            "ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET in whsec_<base64> form."
+        ) from None
+ALERT_WEBHOOK_TIMEOUT_S = env.float("ALERT_WEBHOOK_TIMEOUT_S", default=5.0)
+ALERT_WEBHOOK_MAX_ATTEMPTS = env.int("ALERT_WEBHOOK_MAX_ATTEMPTS", default=10)
 
 # --- logging ----------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -322,6 +356,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default config gives "django" a console handler of its own (DEBUG only)
+        # besides propagating to the root: each 4xx/5xx line of django.request was written
+        # twice. No handler here: every record is written once, by the root's. Levels stay
+        # Django's: 4xx WARNING, 5xx ERROR.
+        "django": {"handlers": [], "propagate": True},
         # httpx logs request URLs; keep it quiet so nothing sensitive is echoed.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

@@ -8,6 +8,9 @@ Notes that shaped this module (checked against the SDK's source):
   inside a stream; we add none of our own;
 - network failures are not wrapped by the SDK: they surface as httpx2 exceptions;
 - usageMetadata may come on every chunk as a running total: keep the last one;
+- a stream always ends with a finishReason: one that ends without it was cut (a proxy or
+  the server closed a connection-delimited body, which HTTP sees as a normal end);
+- usageMetadata omits zero fields (proto3 JSON): candidatesTokenCount may be absent;
 - automatic continuation is turned off so that one message is one request.
 """
 
@@ -29,6 +32,7 @@ from chat.llm.errors import (
     LLMError,
     LLMUnavailable,
     UpstreamError,
+    UpstreamIncomplete,
     UpstreamRateLimited,
     UpstreamTimeout,
 )
@@ -114,6 +118,8 @@ class GeminiStream:
                     yield text
             if candidate.finish_reason:
                 finish = candidate.finish_reason
+        if finish is None:
+            raise UpstreamIncomplete()
         if finish == types.FinishReason.SAFETY and not sent_text:
             raise ContentBlocked("The reply was blocked by the model's safety filters.")
         self.result = StreamResult(
@@ -138,8 +144,6 @@ def _usage(metadata) -> Usage:
 
 
 def _finish_reason(reason) -> str:
-    if reason is None:
-        return "stop"
     name = getattr(reason, "name", str(reason))
     return name.lower()
 

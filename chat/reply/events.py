@@ -35,6 +35,7 @@ def done_event(
     billed: Billed | None,
     charged: int,
     budget: dict,
+    cost: dict | None = None,
     error: ServiceError | None = None,
     error_code: str = "",
     error_message: str = "",
@@ -47,6 +48,7 @@ def done_event(
         "finish_reason": finish_reason,
         "usage": (billed or NOTHING_BILLED).as_dict(),
         "budget": {k: budget[k] for k in ("limit", "used", "remaining")},
+        "cost": cost,  # {"amount", "currency"} of this reply; null when its model has no price
     }
     if error is not None:
         done["error"] = error_payload(error)
@@ -56,7 +58,11 @@ def done_event(
 
 
 def done_from_reply(reply: Message, *, budget: dict) -> dict:
-    """The done event of a saved reply (its run has ended)."""
+    """The done event of a saved reply (its run has ended); its cost from its ledger entry."""
+    from billing.models import LedgerEntry
+    from billing.prices import entry_cost
+
+    entry = LedgerEntry.objects.filter(message_id=reply.pk).only("cost", "currency").first()
     billed = Billed(reply.input_tokens, reply.output_tokens, reply.token_source)
     return done_event(
         reply_id=reply.pk,
@@ -65,6 +71,7 @@ def done_from_reply(reply: Message, *, budget: dict) -> dict:
         billed=billed if reply.token_source else None,
         charged=reply.tokens_used,
         budget=budget,
+        cost=entry_cost(entry) if entry is not None else None,
         error_code=reply.error_code,
         error_message=message_for_code(reply.error_code) if reply.error_code else "",
     )

@@ -34,6 +34,7 @@ from chat.reply.events import done_from_reply, text_event
 from chat.reply.settle import Ending, Parties, end_reply
 from chat.reply.setup import Exchange, set_up_reply
 from chat.reply.tokens import OutputCount, usage_to_bill
+from chat.text import storable_text
 from config.api import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Run:
                 return self._stream.result, None
             if isinstance(item, LLMError):
                 return None, item
+            item = storable_text(item)  # what is sent is exactly what is stored
             self._publish_text(item)
             output.add(item)
             if output.passes_cap:
@@ -170,6 +172,7 @@ class Run:
                     reply_id=self.reply_id,
                     user_message_id=exchange.user_message_id,
                     reservation_id=exchange.reservation_id,
+                    model=exchange.model,
                 ),
                 ending,
             )

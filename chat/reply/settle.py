@@ -46,6 +46,7 @@ class Parties:
     reply_id: uuid.UUID
     user_message_id: uuid.UUID | None
     reservation_id: int | None
+    model: str  # priced at the settle
 
 
 def end_reply(parties: Parties, ending: Ending) -> dict | None:
@@ -55,17 +56,19 @@ def end_reply(parties: Parties, ending: Ending) -> dict | None:
             ended = _save(parties, ending)
             if not ended:
                 return None
-            charged, budget = _settle(parties, ending)
+            charged, budget, cost = _settle(parties, ending)
             if ending.billed is not None and charged != ending.billed.total:
                 Message.objects.filter(pk=parties.reply_id).update(tokens_used=charged)
     except Exception:
         logger.exception(
-            "Could not save reply %s (%d characters); settling its tokens on their own",
+            "Could not save reply %s to message %s (%d characters); settling its tokens on "
+            "their own (the ledger entry's message_id is the reply's id)",
             parties.reply_id,
+            parties.user_message_id,
             len(ending.text),
         )
         return _settle_without_the_reply(parties, ending)
-    return _done(parties, ending, charged, budget)
+    return _done(parties, ending, charged, budget, cost)
 
 
 def _save(parties: Parties, ending: Ending) -> bool:
@@ -85,12 +88,13 @@ def _save(parties: Parties, ending: Ending) -> bool:
     )
 
 
-def _settle(parties: Parties, ending: Ending) -> tuple[int, dict | None]:
+def _settle(parties: Parties, ending: Ending) -> tuple[int, dict | None, dict | None]:
+    """(tokens charged, the month's budget once settled or None, the cost or None)."""
     if parties.reservation_id is None:
-        return 0, None
+        return 0, None, None
     if ending.billed is None:
         release_reservation(reservation_id=parties.reservation_id, reason=ending.finish_reason)
-        return 0, None
+        return 0, None, None
     settlement = settle_reservation(
         reservation_id=parties.reservation_id,
         chat_id=parties.chat_id,
@@ -98,11 +102,14 @@ def _settle(parties: Parties, ending: Ending) -> tuple[int, dict | None]:
         input_tokens=ending.billed.input_tokens,
         output_tokens=ending.billed.output_tokens,
         source=ending.billed.source,
+        model=parties.model,
     )
-    return settlement.entry.total, settlement.budget
+    return settlement.entry.total, settlement.budget, settlement.cost
 
 
-def _done(parties: Parties, ending: Ending, charged: int, budget: dict | None) -> dict:
+def _done(
+    parties: Parties, ending: Ending, charged: int, budget: dict | None, cost: dict | None
+) -> dict:
     if budget is None:  # nothing was charged: read the month's figures
         budget = budget_snapshot(user=parties.user)
     return done_event(
@@ -112,21 +119,22 @@ def _done(parties: Parties, ending: Ending, charged: int, budget: dict | None) -
         billed=ending.billed,
         charged=charged,
         budget=budget,
+        cost=cost,
         error=ending.error,
     )
 
 
 def _settle_without_the_reply(parties: Parties, ending: Ending) -> dict:
-    failed = StreamFailed()
+    failed = StreamFailed("The reply could not be saved; its tokens were billed.")
     try:
         with transaction.atomic():
-            charged, budget = _settle(parties, ending)
+            charged, budget, cost = _settle(parties, ending)
     except Exception:
         logger.exception(
             "Could not settle reply %s either; its reservation is left for the sweep",
             parties.reply_id,
         )
-        charged, budget = 0, None
+        charged, budget, cost = 0, None, None
     try:
         Message.objects.filter(pk=parties.reply_id, status=Message.Status.STREAMING).update(
             status=Message.Status.FAILED,
@@ -137,9 +145,8 @@ def _settle_without_the_reply(parties: Parties, ending: Ending) -> dict:
     except Exception:
         logger.exception("Could not mark reply %s failed", parties.reply_id)
     try:
-        return _done(
-            parties, Ending("", [], "failed", "error", ending.billed, failed), charged, budget
-        )
+        failed_ending = Ending("", [], "failed", "error", ending.billed, failed)
+        return _done(parties, failed_ending, charged, budget, cost)
     except Exception:
         return {
             "done": True,

@@ -39,6 +39,7 @@ class Exchange:
     input_estimate: int
     output_cap: int
     budget_capped: bool  # the budget, not the provider's maximum, set the output cap
+    model: str  # the provider's model, priced at the settle
 
 
 def set_up_reply(*, user, chat_id: str, text: str, provider: LLMProvider) -> Exchange:
@@ -98,4 +99,5 @@ def _set_up(*, user, chat_id: str, text: str, provider, system_tokens: int) -> E
         input_estimate=input_estimate,
         output_cap=reservation.output_cap,
         budget_capped=reservation.output_cap < settings.GEMINI_MAX_OUTPUT_TOKENS,
+        model=provider.model,
     )

@@ -60,6 +60,7 @@ def end_dead_run(reply: Message, *, finish_reason: str = "error") -> dict | None
             reply_id=reply.pk,
             user_message_id=reply.reply_to_id,
             reservation_id=reply.reservation_id,
+            model=_model(),
         ),
         ending,
     )
@@ -76,6 +77,16 @@ def end_dead_run(reply: Message, *, finish_reason: str = "error") -> dict | None
     except Exception:
         logger.warning("Could not write the done event of reply %s to its log", reply.pk)
     return done
+
+
+def _model() -> str:
+    """The model the dead run asked, as far as we know: this node's provider's."""
+    from chat.llm import get_provider
+
+    try:
+        return get_provider().model
+    except ValueError:
+        return ""
 
 
 def _kept_text(reply: Message) -> tuple[str, list[int]]:

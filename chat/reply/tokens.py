@@ -9,7 +9,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
+from billing.tokens import (
+    calculate_message_tokens,
+    count_system_prompt_tokens,
+    count_text_tokens_with_source,
+    estimate_tokens,
+)
 from chat.llm.base import Turn, Usage
 
 
@@ -70,9 +75,15 @@ class OutputCount:
         return self.enforced and math.ceil(self.chars / 4) > self.cap
 
 
-def from_provider(usage: Usage) -> Billed:
-    # Thinking tokens are billed as output.
-    return Billed(usage.input_tokens, usage.output_tokens + usage.thinking_tokens, "provider")
+def from_provider(usage: Usage, reply_text: str) -> Billed:
+    """The provider's report. Thinking tokens are billed as output. When the report has no
+    output count (proto3 JSON omits a zero candidatesTokenCount) although text came, the
+    output is our count of the reply and `source` names that count ("counted" or
+    "estimated"): such a reply is never billed as 0."""
+    output, source = usage.output_tokens, "provider"
+    if output == 0 and reply_text:
+        output, source = count_text_tokens_with_source(reply_text)
+    return Billed(usage.input_tokens, output + usage.thinking_tokens, source)
 
 
 def usage_to_bill(
@@ -89,7 +100,7 @@ def usage_to_bill(
     3. the estimate: calculate_message_tokens picks 2 or 3 and says which.
     """
     if provider_usage is not None:
-        return from_provider(provider_usage)
+        return from_provider(provider_usage, reply_text)
     if not produced_output:
         return None  # failed before any output: the provider billed nothing
     counted = calculate_message_tokens(

@@ -8,6 +8,7 @@ from django.db.models import Sum
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.services import current_period
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.queries import StatementsOfEveryThread
@@ -178,6 +179,21 @@ def test_spent_budget_is_403_before_streaming_and_saves_nothing(auth_client, use
     assert body["error"]["details"]["limit"] == 30
     assert not Message.objects.exists()
     assert not TokenReservation.objects.exists()
+
+
+def test_the_budget_refusal_says_what_is_needed_and_what_remains(auth_client, user, chat, settings):
+    settings.DEFAULT_TOKEN_LIMIT = 60
+    baker.make("billing.TokenBudget", user=user, period=current_period(), limit=60, used=25)
+
+    response = send(auth_client, chat.pk)
+
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["details"]["remaining"] == 35
+    needed = error["details"]["needed"]
+    assert needed > 35
+    assert f"needs about {needed} tokens" in error["message"]
+    assert "35 remain" in error["message"]
 
 
 def test_rate_limit_is_429_with_retry_after(auth_client, chat, settings):

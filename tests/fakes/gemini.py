@@ -3,7 +3,8 @@
 The real SDK is pointed at it through GEMINI_BASE_URL; nothing in the SDK is patched.
 It serves, under /v1beta/ and /v1/:
   models/{model}:streamGenerateContent?alt=sse   SSE, `data: <json>` events only, status 200,
-                                                 chunked (so a dropped connection is visible)
+                                                 chunked (so a dropped connection is visible),
+                                                 or connection-delimited (`cut_after`)
   models/{model}:generateContent                 one JSON response
   models/{model}:countTokens                     {"totalTokens": n}
 
@@ -57,6 +58,11 @@ class Script:
     block_prompt: str | None = None  # promptFeedback.blockReason, no candidates
     block_reply: bool = False  # finishReason SAFETY with no text
     malformed_after: int | None = None  # send a broken JSON event after K chunks
+    # Send K chunks, then end a connection-delimited body cleanly (no Transfer-Encoding, no
+    # Content-Length, `Connection: close`): to HTTP a normal end, but no finishReason came.
+    cut_after: int | None = None
+    # usageMetadata without candidatesTokenCount (the provider did not report the output)
+    usage_without_output: bool = False
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -140,6 +146,8 @@ def _usage_json(script: Script, output_so_far: int) -> dict:
         "candidatesTokenCount": output_so_far,
         "totalTokenCount": prompt + output_so_far + script.thinking_tokens,
     }
+    if script.usage_without_output:
+        del usage["candidatesTokenCount"]
     if script.thinking_tokens:
         usage["thoughtsTokenCount"] = script.thinking_tokens
     return usage
@@ -202,7 +210,10 @@ def _handler_for(fake: FakeGemini):
             )
 
         def _write_chunk(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            if getattr(self, "_connection_delimited", False):
+                self.wfile.write(data)  # the body ends when the connection closes
+            else:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
             self._written = getattr(self, "_written", 0) + 1
 
@@ -272,9 +283,15 @@ def _handler_for(fake: FakeGemini):
                 return self._error(script)
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
+            if script.cut_after is not None:
+                self._connection_delimited = True
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.close_connection = True
+            if script.cut_after is not None:
+                return self._cut(script)
             if script.block_prompt:
                 event = {"promptFeedback": {"blockReason": script.block_prompt}}
                 if script.usage:
@@ -305,6 +322,14 @@ def _handler_for(fake: FakeGemini):
                     reply["usageMetadata"] = _usage_json(script, 0)
                 events.append(reply)
             self._finish_stream(events)
+
+        def _cut(self, script: Script):
+            """K chunks, none of them the last (so no finishReason), then a clean close."""
+            for index, text in enumerate(script.chunks[: script.cut_after]):
+                if index and not self._sleep(script.delay_ms / 1000):
+                    return
+                self._write_chunk(self._event(_chunk_json(script, text, last=False, index=index)))
+            # Returning closes the connection (close_connection): the body ends there.
 
         def _event(self, payload: dict) -> bytes:
             return b"data: " + json.dumps(payload).encode() + b"\r\n\r\n"
