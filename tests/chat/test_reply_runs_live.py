@@ -21,6 +21,19 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(tran
 REDIS_URL = os.environ.get("REDIS_TEST_URL")
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="set REDIS_TEST_URL to run")
 
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """The nodes share the test Redis: registration throttles counted by earlier runs (20 an
+    hour per address) must not refuse this test's users."""
+    if REDIS_URL:
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter("*throttle_*"))
+        if keys:
+            client.delete(*keys)
+
 CHUNKS = [f"part {i}, " for i in range(40)]
 SLOW_REPLY = {"chunks": CHUNKS, "delay_ms": 100, "usage": [25, 40]}
 
