@@ -34,6 +34,7 @@ def _fresh_throttles():
         if keys:
             client.delete(*keys)
 
+
 CHUNKS = [f"part {i}, " for i in range(40)]
 SLOW_REPLY = {"chunks": CHUNKS, "delay_ms": 100, "usage": [25, 40]}
 
