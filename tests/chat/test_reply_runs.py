@@ -301,3 +301,64 @@ def test_the_database_log_is_written_in_batches_not_per_event(auth_client, chat,
     assert [e.final for e in logged] == [False] * 30 + [True]
     inserts = recorded.matching('INSERT INTO "chat_replyevent"')
     assert 1 <= len(inserts) <= 10  # one INSERT per ~100 ms batch, not 31
+
+
+def dead_run(user, chat, *, text="", offsets=()):
+    """A reply whose run died with its worker: set up (rows, reservation) but never run, its
+    checkpoint holding `text`, its heartbeat long gone."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.llm import get_provider
+    from chat.reply.setup import set_up_reply
+
+    exchange = set_up_reply(user=user, chat_id=str(chat.pk), text="hello", provider=get_provider())
+    Message.objects.filter(pk=exchange.reply_id).update(
+        content=text,
+        stream_offsets=list(offsets),
+        heartbeat_at=timezone.now() - timedelta(minutes=10),
+    )
+    return exchange
+
+
+def test_sweep_runs_ends_a_dead_run_with_its_checkpointed_text(user, chat):
+    import io
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    exchange = dead_run(user, chat, text="half a tho", offsets=[5, 10])
+    slow = dead_run(user, baker.make(Chat, owner=user))
+    Message.objects.filter(pk=slow.reply_id).update(heartbeat_at=timezone.now())  # alive
+
+    out = io.StringIO()
+    call_command("sweep_runs", stdout=out)
+
+    assert "Ended 1 dead run(s)" in out.getvalue()
+    reply = Message.objects.get(pk=exchange.reply_id)
+    assert reply.status == "failed" and reply.error_code == "run_interrupted"
+    assert reply.content == "half a tho" and reply.stream_offsets == [5, 10]
+    entry = LedgerEntry.objects.get(message_id=reply.pk)
+    assert entry.source == "estimated" and entry.total == reply.tokens_used > 0
+    assert Message.objects.get(pk=slow.reply_id).status == "streaming"
+    # Its followers get the end from the log: the text after event 1, then the done.
+    events = [data for _, data in shared_log().read(reply.pk, 0, 0)]
+    assert events[-1]["done"] is True and events[-1]["error"]["code"] == "run_interrupted"
+    from chat.reply.sweep import sweep_runs
+
+    assert sweep_runs() == 0  # ended once
+
+
+def test_stop_of_a_reply_whose_worker_died_ends_it_at_once(auth_client, user, chat, settings):
+    settings.REPLY_STOP_WAIT_S = 0.2
+    exchange = dead_run(user, chat, text="so far", offsets=[2, 6])
+
+    response = stop(auth_client, chat.pk, exchange.reply_id)
+
+    assert response.status_code == 200
+    saved = response.json()["data"]
+    assert saved["status"] == "partial" and saved["finish_reason"] == "stopped"
+    assert saved["content"] == "so far" and saved["tokens_used"] > 0
+    assert LedgerEntry.objects.filter(message_id=exchange.reply_id).count() == 1
+    assert books_balance(user)
