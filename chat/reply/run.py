@@ -29,6 +29,7 @@ from chat.llm.base import ReplyStream, StreamResult
 from chat.llm.errors import LLMError, UpstreamError
 from chat.models import Message
 from chat.reply import registry
+from chat.reply.errors import as_service_error
 from chat.reply.eventlog import LocalFeed, log_writer, release_db_connection
 from chat.reply.events import done_from_reply, text_event
 from chat.reply.settle import Ending, Parties, end_reply
@@ -104,9 +105,9 @@ class Run:
         error: ServiceError | None = None
         try:
             result, error = self._relay_upstream()
-        except Exception:
+        except Exception as exc:
             logger.exception("The run of reply %s failed", self.reply_id)
-            error = StreamFailed()
+            error = as_service_error(exc)
         finally:
             self._let_upstream_go()
             self._end(result, error)
