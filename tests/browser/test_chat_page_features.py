@@ -7,12 +7,11 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from chat.models import Chat, Message
+from tests.browser.steps import PASSWORD, log_in, new_chat, send
 from tests.fakes.gemini import Script
 from tests.live import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "a-long-passphrase-42"
 
 HOSTILE_REPLY = [
     "Here is **bold** and a [safe link](https://example.com/a). ",
@@ -61,29 +60,6 @@ def violations(page):
         ),
     )
     return found
-
-
-def log_in(page, url, username="dana"):
-    page.goto(f"{url}/")
-    page.fill("#login-form input[name=username]", username)
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_selector("#app", state="visible")
-
-
-def new_chat(page, title):
-    page.fill("#new-title", title)
-    page.click("#new-chat")
-    page.wait_for_selector(f"#chat-title:has-text('{title}')")
-
-
-def send(page, text):
-    before = page.locator("#messages li.model").count()
-    page.fill("#message", text)
-    page.click("#send")
-    reply = page.locator("#messages li.model").nth(before)
-    reply.wait_for(timeout=10_000)  # (no wait_for_function: the page's CSP forbids eval)
-    return reply
 
 
 def test_sign_up_logs_in_and_the_session_survives_a_reload(page, live_server, violations):
