@@ -470,9 +470,15 @@ async function stopReply() {
   const live = state.live;
   if (!live || !live.messageId) return;
   $("stop").disabled = true;
-  const response = await api(`/api/chat/${live.chatId}/messages/${live.messageId}/stop`, {
-    method: "POST",
-  });
+  let response;
+  try {
+    response = await api(`/api/chat/${live.chatId}/messages/${live.messageId}/stop`, {
+      method: "POST",
+    });
+  } catch (error) {
+    $("stop").disabled = false;
+    return notify(`The connection failed: ${error.message}`);
+  }
   // 200: the stream ends with a `done` whose finish_reason is "stopped". 409 reply_finished:
   // it ended on its own meanwhile, and that `done` is on its way too.
   if (!response.ok && response.status !== 409) {
@@ -493,12 +499,6 @@ $("send-form").addEventListener("submit", sendMessage);
 $("stop").addEventListener("click", stopReply);
 $("notice-close").addEventListener("click", () => { $("notice").hidden = true; });
 $("logout").addEventListener("click", logout);
-$("message").addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-    event.preventDefault();
-    $("send-form").requestSubmit();
-  }
-});
 
 (async function start() {
   // A reload: trade the tab's refresh token for a new access token and carry on.
