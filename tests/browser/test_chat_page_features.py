@@ -256,7 +256,9 @@ def test_a_notice_never_covers_the_input(browser, live_server, person, settings,
         page.click("#message")
         page.keyboard.type(" again")
         assert page.input_value("#message") == "second, too soon again"
-        page.click("#send", timeout=2000)
+        with page.expect_response(lambda r: r.url.endswith("/message")) as sent:
+            page.click("#send", timeout=2000)  # the click reaches Send: a request goes out
+        assert sent.value.status == 429
         assert page.is_visible("#notice")
         assert page.evaluate("document.documentElement.scrollWidth") <= width
     finally:
