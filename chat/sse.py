@@ -20,3 +20,15 @@ def event(data: dict, id: int) -> bytes:
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     # "replace": a lone surrogate from upstream must not break the stream.
     return f"id: {id}\ndata: {payload}\n\n".encode("utf-8", "replace")
+
+
+class IgnoreAcceptNegotiation:
+    """For the SSE endpoints: EventSource sends `Accept: text/event-stream`, which no DRF
+    renderer offers. The stream itself is not rendered by DRF, and an error before the first
+    byte is always the JSON envelope, so the client's Accept header is not consulted."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type

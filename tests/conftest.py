@@ -6,6 +6,19 @@ from rest_framework.test import APIClient
 pytest_plugins = ["tests.fakes.fixtures"]
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """On SQLite, the test database is a file (in WAL mode, like development's), not
+    Django's shared in-memory one: a reply's run writes from its own thread while the test
+    reads, which an in-memory shared-cache database answers with "table is locked"."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `postgres` need row locks and real concurrency: skip them on SQLite."""
     from django.conf import settings

@@ -1,16 +1,21 @@
 """POST /api/chat/{id}/message through the HTTP surface, with the offline model."""
 
+import threading
 import uuid
 
 import pytest
 from django.db import connection
+from django.db.backends.signals import connection_created
 from django.db.models import Sum
-from django.test.utils import CaptureQueriesContext
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
+
+
+# The reply's run works on its own thread, so what the test creates must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
@@ -179,7 +184,9 @@ def test_spent_budget_is_403_before_streaming_and_saves_nothing(auth_client, use
 
 def test_rate_limit_is_429_with_retry_after(auth_client, chat, settings):
     settings.MESSAGE_RATE_LIMIT_MS = 60_000
-    assert send(auth_client, chat.pk).status_code == 200
+    first = send(auth_client, chat.pk)
+    assert first.status_code == 200
+    streamed_body(first)  # the reply has ended: the next refusal is the rate limit's
 
     response = send(auth_client, chat.pk, "again, at once")
 
@@ -207,20 +214,52 @@ def test_chat_detail_shows_token_totals(auth_client, chat):
     assert data["token_stats"]["message_count"] == 1
 
 
+class StatementsOfEveryThread:
+    """Records the statements of every database connection opened while it is active, with
+    the name of the thread that ran each (the request's, the run's, the housekeeper's)."""
+
+    def __init__(self):
+        self.statements: list[tuple[str, str]] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.statements.append((threading.current_thread().name, sql.split()[0].upper()))
+        return execute(sql, params, many, context)
+
+    def _install(self, *, connection, **kwargs):
+        if self not in connection.execute_wrappers:
+            connection.execute_wrappers.append(self)
+
+    def __enter__(self):
+        connection_created.connect(self._install)
+        connection.ensure_connection()
+        self._install(connection=connection)
+        return self
+
+    def __exit__(self, *exc):
+        connection_created.disconnect(self._install)
+        connection.execute_wrappers.remove(self)
+
+    def of(self, thread_name: str) -> list[str]:
+        kinds = ("SELECT", "INSERT", "UPDATE", "DELETE")
+        return [sql for name, sql in self.statements if name == thread_name and sql in kinds]
+
+
 def test_one_message_costs_a_fixed_small_number_of_queries(auth_client, chat):
-    send(auth_client, chat.pk, "warm up")  # opens the month's budget row
-    with CaptureQueriesContext(connection) as captured:
+    streamed_body(send(auth_client, chat.pk, "warm up"))  # opens the month's budget row
+    with StatementsOfEveryThread() as recorded:
         events = parse_events(streamed_body(send(auth_client, chat.pk, "counted")))
     assert len(events) > 3
-    # The test's own transaction turns each atomic block into a savepoint: not counted.
-    statements = [
-        q["sql"].split()[0] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]
+    # The request, before streaming, one transaction: the chat (locked), "no reply
+    # generating", the history, the budget (locked), the hold, the reservation row, the
+    # question, the reply's row (status streaming).
+    assert recorded.of(threading.current_thread().name) == [
+        *("SELECT", "SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"),
     ]
-    # Before streaming, one transaction: the chat (locked), the history, the budget (locked),
-    # the hold, the reservation row, the question. After it, one more: the reservation and
-    # its budget (locked together), the charge, the settled hold, the ledger entry, the reply.
-    # Nothing per chunk, and the done event's budget comes from the settle, not a re-read.
-    assert statements == [
-        *("SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"),
-        *("SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"),
+    # The run, at its end, one transaction: the reply saved if still streaming, the
+    # reservation and its budget (locked together), the charge, the settled hold, the
+    # ledger entry; then the last batch of its event log (with its done event). Nothing per
+    # chunk, and the done event's budget comes from the settle, not a re-read.
+    assert recorded.of("reply-run") == [
+        *("UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT"),
+        "INSERT",
     ]
