@@ -104,7 +104,7 @@ def test_sign_up_logs_in_and_the_session_survives_a_reload(page, live_server, vi
 
 
 def test_a_reply_is_rendered_as_markdown_and_nothing_in_it_runs(
-    page, live_server, person, fake_gemini, violations
+    page, live_server, person, fake_gemini, violations, tmp_path
 ):
     fake_gemini.script(Script(chunks=HOSTILE_REPLY, delay_ms=50))
     log_in(page, live_server.url)
@@ -128,6 +128,8 @@ def test_a_reply_is_rendered_as_markdown_and_nothing_in_it_runs(
         }
 
     check_rendered()
+    page.screenshot(path=str(tmp_path / "markdown.png"))
+    print(f"screenshot: {tmp_path / 'markdown.png'}")
     stored = Message.objects.get(role="model", chat__title="Markdown")
     assert stored.content == "".join(HOSTILE_REPLY)  # the text is kept as the model wrote it
 
@@ -166,7 +168,7 @@ def test_the_browser_enforces_the_pages_policy(page, live_server):
     assert outcome == {"html": "TypeError", "script": "TypeError"}
 
 
-def test_deleting_a_chat_asks_first(page, live_server, person, violations):
+def test_deleting_a_chat_asks_first(page, live_server, person, violations, tmp_path):
     log_in(page, live_server.url)
     new_chat(page, "Keep or drop")
     chat = Chat.objects.get(title="Keep or drop")
@@ -174,6 +176,8 @@ def test_deleting_a_chat_asks_first(page, live_server, person, violations):
     page.click("#delete-chat")
     page.wait_for_selector("#confirm-delete", state="visible")
     assert "Keep or drop" in page.inner_text("#confirm-delete")
+    page.screenshot(path=str(tmp_path / "confirm-delete.png"))
+    print(f"screenshot: {tmp_path / 'confirm-delete.png'}")
     page.click("#confirm-delete-cancel")
     page.wait_for_selector("#confirm-delete", state="hidden")
     chat.refresh_from_db()
