@@ -13,7 +13,6 @@ from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 
-
 # The reply's run works on its own thread, so what the test creates must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
 
