@@ -13,3 +13,11 @@ class InvalidRefreshToken(ServiceError):
     code = "token_not_valid"
     status = http.HTTP_401_UNAUTHORIZED
     default_message = "The refresh token is invalid, expired or already used."
+
+
+class LoginLocked(ServiceError):
+    code = "login_locked"
+    status = http.HTTP_429_TOO_MANY_REQUESTS
+    default_message = (
+        "Too many failed login attempts for this account or from this address. Try again later."
+    )

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.utils.decorators import method_decorator
 from django.views.generic import TemplateView
 
@@ -10,3 +11,7 @@ class ChatPageView(TemplateView):
     strict Content-Security-Policy (config/csp.py)."""
 
     template_name = "chat/index.html"
+
+    def get_context_data(self, **kwargs):
+        # The page checks the length in code points, as the API does, before it sends.
+        return {**super().get_context_data(**kwargs), "max_chars": settings.MAX_TOKENS_PER_MESSAGE}

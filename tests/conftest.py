@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 from django.db import connection
 from model_bakery import baker
@@ -46,6 +48,17 @@ def _clear_cache():
     clear_token_cache()  # also the per-process memory of the system prompt's count
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A reply's run is on its own thread: a test must not end (and its database be flushed)
+    while one still works."""
+    yield
+    registry = sys.modules.get("chat.reply.registry")
+    if registry is not None and registry.active():
+        left = registry.wait_for_runs(timeout=30)
+        assert not left, f"{len(left)} reply run(s) outlived their test"
 
 
 @pytest.fixture

@@ -69,7 +69,12 @@ def relay_run(run) -> Iterator[bytes]:
 def relay_reply(*, user, chat_id, message_id, after: int) -> Iterator[bytes]:
     """GET .../stream: access is checked here (a 404 before the first byte)."""
     reply = access_reply(user=user, chat_id=chat_id, message_id=message_id)
-    return _as_sse(_events_of(reply, user=user, after=after))
+    return _resumed(_as_sse(_events_of(reply, user=user, after=after)))
+
+
+def _resumed(body: Iterator[bytes]) -> Iterator[bytes]:
+    yield sse.RETRY
+    yield from body
 
 
 def _events_of(reply: Message, *, user, after: int) -> Iterator[Event | None]:

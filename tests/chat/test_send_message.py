@@ -4,14 +4,13 @@ import threading
 import uuid
 
 import pytest
-from django.db import connection
-from django.db.backends.signals import connection_created
 from django.db.models import Sum
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
+from tests.queries import StatementsOfEveryThread
 
 # The reply's run works on its own thread, so what the test creates must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -211,36 +210,6 @@ def test_chat_detail_shows_token_totals(auth_client, chat):
     data = auth_client.get(f"/api/chat/{chat.pk}").json()["data"]
     assert data["token_stats"]["total"] == done["tokens_used"]
     assert data["token_stats"]["message_count"] == 1
-
-
-class StatementsOfEveryThread:
-    """Records the statements of every database connection opened while it is active, with
-    the name of the thread that ran each (the request's, the run's, the housekeeper's)."""
-
-    def __init__(self):
-        self.statements: list[tuple[str, str]] = []
-
-    def __call__(self, execute, sql, params, many, context):
-        self.statements.append((threading.current_thread().name, sql.split()[0].upper()))
-        return execute(sql, params, many, context)
-
-    def _install(self, *, connection, **kwargs):
-        if self not in connection.execute_wrappers:
-            connection.execute_wrappers.append(self)
-
-    def __enter__(self):
-        connection_created.connect(self._install)
-        connection.ensure_connection()
-        self._install(connection=connection)
-        return self
-
-    def __exit__(self, *exc):
-        connection_created.disconnect(self._install)
-        connection.execute_wrappers.remove(self)
-
-    def of(self, thread_name: str) -> list[str]:
-        kinds = ("SELECT", "INSERT", "UPDATE", "DELETE")
-        return [sql for name, sql in self.statements if name == thread_name and sql in kinds]
 
 
 def test_one_message_costs_a_fixed_small_number_of_queries(auth_client, chat):
