@@ -10,7 +10,13 @@ from django.db.models import Subquery
 from accounts.authentication import needs_active_check, refuse_unless_active
 from billing.selectors import chat_cost
 from billing.tokens import chat_token_stats
-from chat.exceptions import ChatForbidden, ChatNotFound, InvalidChatId
+from chat.exceptions import (
+    ChatForbidden,
+    ChatNotFound,
+    InvalidChatId,
+    InvalidMessageId,
+    MessageNotFound,
+)
 from chat.llm.base import Turn
 from chat.models import Chat, Message
 
@@ -20,6 +26,26 @@ def parse_chat_id(chat_id) -> uuid.UUID:
         return uuid.UUID(str(chat_id))
     except ValueError:
         raise InvalidChatId() from None
+
+
+def parse_message_id(message_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(message_id))
+    except ValueError:
+        raise InvalidMessageId() from None
+
+
+def access_reply(*, user, chat_id, message_id) -> Message:
+    """A model reply in one of the caller's active chats (one query). Someone else's reply,
+    or one in a deleted chat, is 404: its existence is not revealed."""
+    chat_pk = parse_chat_id(chat_id)
+    pk = parse_message_id(message_id)
+    reply = Message.objects.filter(
+        pk=pk, chat_id=chat_pk, role=Message.Role.MODEL, chat__owner=user, chat__is_active=True
+    ).first()
+    if reply is None:
+        raise MessageNotFound()
+    return reply
 
 
 def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
@@ -74,9 +100,15 @@ def recent_turns(*, chat: Chat, limit: int) -> list[Turn]:
 
 def chat_detail(*, user, chat_id) -> dict:
     """The chat, its messages in order, its token totals and its cost (three queries: the
-    chat, its messages, the sum of its ledger entries' costs)."""
+    chat, its messages, the sum of its ledger entries' costs). A reply still generating shows
+    status `streaming` and its text so far."""
+    from chat.reply.relay import text_so_far
+
     chat = access_chat(user=user, chat_id=chat_id)
     messages = list(chat_messages(chat=chat))
+    for message in messages:
+        if message.status == Message.Status.STREAMING:
+            message.content = text_so_far(message)
     billed = [m.tokens_used for m in messages if m.role == Message.Role.MODEL]
     return {
         "id": chat.pk,

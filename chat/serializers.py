@@ -40,6 +40,10 @@ class MessageSerializer(serializers.ModelSerializer):
         ]
 
 
+class StoppedReplySerializer(MessageSerializer):
+    """The reply as a stop saved it (POST .../stop)."""
+
+
 class ChatSerializer(serializers.ModelSerializer):
     class Meta:
         model = Chat

@@ -94,7 +94,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"]["ENGINE"] = "config.postgresql"
 else:
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # SQLite (development, `make run` with several workers, the SQLite test run): a reply's
+    # run writes from its own greenlet or thread while requests read, so WAL (readers and
+    # the writer do not block each other) and IMMEDIATE transactions (a writer waits for
+    # the lock up to `timeout` instead of failing when a read transaction upgrades).
+    sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    sqlite_options.setdefault("timeout", 20)
+    sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL;")
+    sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Never ATOMIC_REQUESTS: a streaming generator runs after the view returns.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
@@ -286,6 +293,29 @@ SYSTEM_PROMPT_COUNT_RETRY_S = env.float("SYSTEM_PROMPT_COUNT_RETRY_S", default=6
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
 
+# --- reply runs (chat/reply/; docs/architecture.md "The life of a run") ------------------
+# finish: a reply whose client went away is generated to its end and billed (a resume can
+# fetch it); cancel: the upstream call is closed when the client that sent the message goes
+# away, and no shared event log is written (the behaviour before runs).
+REPLY_ON_DISCONNECT = env.str("REPLY_ON_DISCONNECT", default="finish")
+if REPLY_ON_DISCONNECT not in ("finish", "cancel"):
+    raise ImproperlyConfigured("REPLY_ON_DISCONNECT must be 'finish' or 'cancel'.")
+# How long a reply's event log is kept after its end (resumes are then served from the
+# saved reply, the rest of its text as one event).
+REPLY_LOG_TTL_S = env.int("REPLY_LOG_TTL_S", default=900)
+# Each worker writes the events of all its runs to the shared log in one batch this often.
+REPLY_LOG_FLUSH_MS = env.int("REPLY_LOG_FLUSH_MS", default=100)
+# Database log only: how often a follower on another worker looks for new events.
+REPLY_LOG_POLL_MS = env.int("REPLY_LOG_POLL_MS", default=200)
+# How often each worker looks for stops requested on another worker or node.
+REPLY_STOP_POLL_MS = env.int("REPLY_STOP_POLL_MS", default=300)
+# How often each worker saves the text of its runs and their heartbeat (one statement).
+REPLY_CHECKPOINT_S = env.float("REPLY_CHECKPOINT_S", default=2.0)
+# A run whose heartbeat is older than this is dead (its worker was killed): the sweep
+# (`manage.py sweep_runs`) ends it.
+REPLY_STALE_S = env.int("REPLY_STALE_S", default=60)
+# How long POST .../stop waits for the run to save the stopped reply.
+REPLY_STOP_WAIT_S = env.float("REPLY_STOP_WAIT_S", default=10.0)
 # --- money: budget alerts and their webhook (docs/budgets.md) ----------------------------
 # Percent of a month's limit; crossing one during a settle records an alert once.
 try:

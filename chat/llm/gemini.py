@@ -84,6 +84,7 @@ class GeminiStream:
         self._request = request
         self._chunks = None
         self.result: StreamResult | None = None
+        self.usage_so_far: Usage | None = None
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -104,6 +105,7 @@ class GeminiStream:
                 chunk.usage_metadata.prompt_token_count or chunk.usage_metadata.total_token_count
             ):
                 usage = chunk.usage_metadata  # a running total: the last one wins
+                self.usage_so_far = _usage(usage)
             candidate = chunk.candidates[0] if chunk.candidates else None
             if candidate is None:
                 continue
@@ -122,13 +124,7 @@ class GeminiStream:
             raise ContentBlocked("The reply was blocked by the model's safety filters.")
         self.result = StreamResult(
             finish_reason=_finish_reason(finish),
-            usage=Usage(
-                input_tokens=usage.prompt_token_count or 0,
-                output_tokens=usage.candidates_token_count or 0,
-                thinking_tokens=usage.thoughts_token_count or 0,
-            )
-            if usage is not None
-            else None,
+            usage=_usage(usage) if usage is not None else None,
         )
 
     def close(self) -> None:
@@ -137,6 +133,14 @@ class GeminiStream:
                 self._chunks.close()  # closes the HTTP response
             except Exception:
                 logger.debug("Closing the Gemini stream failed", exc_info=True)
+
+
+def _usage(metadata) -> Usage:
+    return Usage(
+        input_tokens=metadata.prompt_token_count or 0,
+        output_tokens=metadata.candidates_token_count or 0,
+        thinking_tokens=metadata.thoughts_token_count or 0,
+    )
 
 
 def _finish_reason(reason) -> str:

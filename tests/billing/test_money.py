@@ -1,9 +1,11 @@
 """Prices, the cost of each ledger entry and of a month, and where cost is shown."""
 
+import importlib
 import uuid
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from django.db.models import Sum
 from django.utils import timezone
 from model_bakery import baker
@@ -131,6 +133,7 @@ def test_cost_arithmetic_is_decimal_and_rounds_half_up_to_1e_10():
     assert format_amount(Decimal("12")) == "12.000000"
 
 
+@pytest.mark.django_db(transaction=True)  # the reply's run works on its own thread
 def test_the_done_event_and_the_chat_show_the_cost_with_thinking_as_output(
     auth_client, user, fake_gemini, settings
 ):
@@ -159,7 +162,14 @@ def test_the_done_event_and_the_chat_show_the_cost_with_thinking_as_output(
     assert detail["cost"] == {"amount": "0.001400", "currency": "USD"}
 
 
+@pytest.mark.django_db(transaction=True)  # the reply's run works on its own thread
 def test_the_offline_model_is_priced_at_zero_by_the_seed(auth_client, user, settings):
+    # A transactional test that ran earlier flushed the migration's rows: seed them again
+    # with the migration's own function.
+    from django.apps import apps
+
+    seed_migration = importlib.import_module("billing.migrations.0003_seed_model_prices")
+    seed_migration.seed(apps, None)
     settings.LLM_PROVIDER = "local"
     settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
     settings.MESSAGE_RATE_LIMIT_MS = 0

@@ -10,6 +10,9 @@ from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.fakes.gemini import Script
 
+# The reply's run works on its own thread, so what the test creates must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 @pytest.fixture(autouse=True)
 def _no_rate_limit(settings):
@@ -243,28 +246,51 @@ def test_a_reply_with_nul_and_lone_surrogates_is_stored_sent_and_billed(
     assert_books_balance(user)
 
 
+# The reply's row exists from the set-up (status streaming); what can fail is saving its
+# text at the end. These triggers refuse any model reply's row that gets text.
 REFUSE_MODEL_REPLIES = {
     "postgresql": [
         """CREATE FUNCTION refuse_model_reply() RETURNS trigger AS $$
            BEGIN RAISE EXCEPTION 'replies refused by a test trigger'; END $$ LANGUAGE plpgsql""",
-        """CREATE TRIGGER refuse_model_reply BEFORE INSERT ON chat_message
-           FOR EACH ROW WHEN (NEW.role = 'model') EXECUTE FUNCTION refuse_model_reply()""",
+        """CREATE TRIGGER refuse_model_reply BEFORE UPDATE ON chat_message
+           FOR EACH ROW WHEN (NEW.role = 'model' AND NEW.content <> '')
+           EXECUTE FUNCTION refuse_model_reply()""",
     ],
     "sqlite": [
-        """CREATE TRIGGER refuse_model_reply BEFORE INSERT ON chat_message
-           WHEN NEW.role = 'model' BEGIN SELECT RAISE(ABORT, 'replies refused'); END""",
+        """CREATE TRIGGER refuse_model_reply BEFORE UPDATE ON chat_message
+           WHEN NEW.role = 'model' AND NEW.content <> ''
+           BEGIN SELECT RAISE(ABORT, 'replies refused'); END""",
     ],
 }
 
 
-def test_tokens_are_settled_even_when_the_reply_cannot_be_saved(
-    auth_client, user, chat, fake_gemini, caplog
-):
+DROP_REFUSAL = {
+    "postgresql": [
+        "DROP TRIGGER refuse_model_reply ON chat_message",
+        "DROP FUNCTION refuse_model_reply()",
+    ],
+    "sqlite": ["DROP TRIGGER refuse_model_reply"],
+}
+
+
+@pytest.fixture
+def replies_refused():
+    """The refusing trigger, dropped again after the test (a transactional test's flush
+    empties tables but keeps triggers)."""
     from django.db import connection
 
     with connection.cursor() as cursor:
         for statement in REFUSE_MODEL_REPLIES[connection.vendor]:
             cursor.execute(statement)
+    yield
+    with connection.cursor() as cursor:
+        for statement in DROP_REFUSAL[connection.vendor]:
+            cursor.execute(statement)
+
+
+def test_tokens_are_settled_even_when_the_reply_cannot_be_saved(
+    auth_client, user, chat, fake_gemini, caplog, replies_refused
+):
     fake_gemini.script(Script(chunks=["Kept", " in the", " ledger"], usage=(30, 7)))
 
     events = parse_events(streamed_body(send(auth_client, chat)))
@@ -273,7 +299,11 @@ def test_tokens_are_settled_even_when_the_reply_cannot_be_saved(
     done = events[-1]
     assert done["error"]["code"] == "internal_error"
     assert done["tokens_used"] == 37
-    assert not Message.objects.filter(role="model").exists()
+    # Its text is lost, its row is ended (not left streaming), and the bill stands.
+    reply = Message.objects.get(role="model")
+    assert str(reply.pk) == done["message_id"]
+    assert reply.status == "failed" and reply.content == "" and reply.tokens_used == 37
+    assert reply.error_code == "internal_error"
     entry = LedgerEntry.objects.get(user=user, kind="exchange")
     assert entry.total == 37 and str(entry.message_id) == done["message_id"]
     assert TokenBudget.objects.get(user=user).used == 37

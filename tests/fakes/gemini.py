@@ -11,10 +11,14 @@ It serves, under /v1beta/ and /v1/:
 Behaviour is scripted: each generate request takes the next script from a queue (or the
 default); see `Script`. Every request is recorded (path, body, headers without the key).
 
+A stream whose client closed the connection before its end is recorded in `closed` (the
+request's path and how many chunks were written before a write failed).
+
 Standalone, for live-server tests and benchmarks:
     python -m tests.fakes.gemini --port 0 --chunks 50 --delay-ms 40 --usage
 prints `PORT <n>` first; scripts can be pushed with POST /_fake/script, the record read
-with GET /_fake/requests, and everything cleared with POST /_fake/reset.
+with GET /_fake/requests (and GET /_fake/closed), and everything cleared with POST
+/_fake/reset.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class FakeGemini:
         self.default = Script()
         self._scripts: deque[Script] = deque()
         self.requests: list[dict] = []
+        self.closed: list[dict] = []  # streams whose client hung up before their end
         # countTokens: answer this status with an error body, else this count (None:
         # ceil(chars / 4) of the text).
         self.count_error_status: int | None = None
@@ -101,6 +106,7 @@ class FakeGemini:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.closed.clear()
             self.default = Script()
             self.count_error_status = None
             self.count_tokens_value = None
@@ -209,6 +215,7 @@ def _handler_for(fake: FakeGemini):
             else:
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
+            self._written = getattr(self, "_written", 0) + 1
 
         def _sleep(self, seconds: float) -> bool:
             """False when the server is stopping."""
@@ -219,6 +226,9 @@ def _handler_for(fake: FakeGemini):
             if self.path.startswith("/_fake/requests"):
                 with fake._lock:
                     return self._json(200, fake.requests)
+            if self.path.startswith("/_fake/closed"):
+                with fake._lock:
+                    return self._json(200, fake.closed)
             self._json(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
 
         def do_POST(self):
@@ -228,7 +238,14 @@ def _handler_for(fake: FakeGemini):
                 return self._control(path, body)
             fake._record(path, self.headers, body)
             if ":streamGenerateContent" in path:
-                return self._stream(fake._next_script())
+                self._written = 0
+                try:
+                    return self._stream(fake._next_script())
+                except (BrokenPipeError, ConnectionResetError):
+                    with fake._lock:
+                        fake.closed.append({"path": path, "chunks_written": self._written})
+                    self.close_connection = True
+                    return None
             if ":generateContent" in path:
                 return self._generate(fake._next_script())
             if ":countTokens" in path:
