@@ -40,12 +40,28 @@ def access_reply(*, user, chat_id, message_id) -> Message:
     or one in a deleted chat, is 404: its existence is not revealed."""
     chat_pk = parse_chat_id(chat_id)
     pk = parse_message_id(message_id)
-    reply = Message.objects.filter(
-        pk=pk, chat_id=chat_pk, role=Message.Role.MODEL, chat__owner=user, chat__is_active=True
+    replies = Message.objects.all()
+    check_caller = needs_active_check(user)
+    if check_caller:  # a user known only from its token: checked in the same statement
+        caller = get_user_model().objects.filter(pk=user.pk).values("is_active")
+        replies = replies.annotate(caller_active=Subquery(caller[:1]))
+    reply = replies.filter(
+        pk=pk, chat_id=chat_pk, role=Message.Role.MODEL, chat__owner_id=user.pk, chat__is_active=True
     ).first()
+    if check_caller:
+        _refuse_an_inactive_caller(reply, caller)
     if reply is None:
         raise MessageNotFound()
     return reply
+
+
+def _refuse_an_inactive_caller(row, caller) -> None:
+    """401 for a deleted or deactivated caller; with no row its status is read on its own
+    (an error path)."""
+    if row is not None:
+        refuse_unless_active(row.caller_active)
+    else:
+        refuse_unless_active((caller.first() or {}).get("is_active"))
 
 
 def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
@@ -67,9 +83,7 @@ def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
         chats = chats.annotate(caller_active=Subquery(caller[:1]))
     chat = chats.filter(pk=pk).first()
     if check_caller:
-        # With no chat row the caller's status is read on its own (an error path).
-        active = chat.caller_active if chat is not None else caller.first()
-        refuse_unless_active(active if chat is not None else (active or {}).get("is_active"))
+        _refuse_an_inactive_caller(chat, caller)
     if chat is None or not chat.is_active:
         raise ChatNotFound()
     if chat.owner_id != user.pk:

@@ -124,6 +124,8 @@ class MessageView(APIView):
 
 class ReplyStreamView(APIView):
     content_negotiation_class = AnyAcceptNegotiation  # EventSource sends text/event-stream
+    # As the message endpoint: the token alone; access_reply checks the user is active.
+    authentication_classes = [StatelessJWTAuthentication]
 
     @extend_schema(
         operation_id="chat_reply_stream",
@@ -164,6 +166,7 @@ class ReplyStreamView(APIView):
 
 
 class ReplyStopView(APIView):
+    authentication_classes = [StatelessJWTAuthentication]  # access_reply checks is_active
     @extend_schema(
         operation_id="chat_reply_stop",
         parameters=[CHAT_ID, MESSAGE_ID],
