@@ -46,7 +46,11 @@ def access_reply(*, user, chat_id, message_id) -> Message:
         caller = get_user_model().objects.filter(pk=user.pk).values("is_active")
         replies = replies.annotate(caller_active=Subquery(caller[:1]))
     reply = replies.filter(
-        pk=pk, chat_id=chat_pk, role=Message.Role.MODEL, chat__owner_id=user.pk, chat__is_active=True
+        pk=pk,
+        chat_id=chat_pk,
+        role=Message.Role.MODEL,
+        chat__owner_id=user.pk,
+        chat__is_active=True,
     ).first()
     if check_caller:
         _refuse_an_inactive_caller(reply, caller)

@@ -167,6 +167,7 @@ class ReplyStreamView(APIView):
 
 class ReplyStopView(APIView):
     authentication_classes = [StatelessJWTAuthentication]  # access_reply checks is_active
+
     @extend_schema(
         operation_id="chat_reply_stop",
         parameters=[CHAT_ID, MESSAGE_ID],

@@ -4,8 +4,9 @@ A live gunicorn (config/gunicorn.conf.py: gevent, the psycopg pool) with the Gem
 against the fake upstream, a real JWT, its PostgreSQL connections through a proxy that counts
 every round trip on the wire (tests/pgwire.py): statements, BEGIN and COMMIT, the pool's
 connection checks. The cache, and so the reply's event log, is Redis (as in production with
-more than one worker), so the log's writes are not PostgreSQL round trips. Each round trip costs ~0.5 ms of CPU in the worker and in PostgreSQL
-(docs/operations.md), so the number is pinned: a change that adds one fails here.
+more than one worker), so the log's writes are not PostgreSQL round trips. Each round trip
+costs ~0.5 ms of CPU in the worker and in PostgreSQL (docs/operations.md), so the number is
+pinned: a change that adds one fails here.
 """
 
 import os
@@ -30,12 +31,13 @@ pytestmark = [
 PASSWORD = "a-long-passphrase-42"
 # The set-up: BEGIN, the chat (with the caller's is_active), "no reply generating", the
 # history, the hold (one statement), the question, the reply's row, COMMIT. The settle:
-# BEGIN, the reply, the reservation, the budget, the settled hold, the ledger entry, COMMIT.
-# (20 before the pool's check stopped pinging at each of two checkouts, 18 before the JWT
-# stopped reading the user row, 17 before the hold became one statement, 15 on the old
-# message path; 15 on the run path of issue 13 with its event log on Redis.)
+# BEGIN, the reply, the settle (one statement: the locks, the charge, the settled hold, the
+# ledger entry), COMMIT. (20 before the pool's check stopped pinging at each of two
+# checkouts, 18 before the JWT stopped reading the user row, 17 before the hold became one
+# statement, 15 on the old message path and on the run path of issue 13 with its event log
+# on Redis, 12 since the settle is one statement.)
 # Lower it when the message path gets leaner (issue 14's target is at most 4).
-ROUND_TRIPS_PER_MESSAGE = 15
+ROUND_TRIPS_PER_MESSAGE = 12
 MEASURED = 4
 
 
