@@ -17,7 +17,6 @@ from chat.serializers import (
     StoppedReplySerializer,
 )
 from config.api import (
-    AnyAcceptNegotiation,
     EnvelopePagination,
     error_responses,
     success,
@@ -91,9 +90,6 @@ class ChatDetailView(APIView):
 
 
 class MessageView(APIView):
-    # SSE clients send `Accept: text/event-stream`: never 406; errors stay JSON envelopes.
-    content_negotiation_class = AnyAcceptNegotiation
-
     @extend_schema(
         operation_id="chat_message_send",
         parameters=[CHAT_ID],
@@ -120,8 +116,6 @@ class MessageView(APIView):
 
 
 class ReplyStreamView(APIView):
-    content_negotiation_class = AnyAcceptNegotiation  # EventSource sends text/event-stream
-
     @extend_schema(
         operation_id="chat_reply_stream",
         parameters=[

@@ -21,7 +21,6 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework import status as http
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -183,18 +182,6 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         error_body("internal_error", "An unexpected error occurred."),
         status=http.HTTP_500_INTERNAL_SERVER_ERROR,
     )
-
-
-class AnyAcceptNegotiation(DefaultContentNegotiation):
-    """For an endpoint whose success is not rendered by DRF (the SSE stream): whatever the
-    client accepts, answer. DRF's own negotiation refuses `Accept: text/event-stream` with
-    406 when the view has only the JSON renderer; here errors decided before the first byte
-    are rendered by the first renderer (JSON, the envelope) whatever the Accept header says.
-    """
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        renderer = renderers[0]
-        return renderer, renderer.media_type
 
 
 class EnvelopePagination(PageNumberPagination):
