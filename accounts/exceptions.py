@@ -13,3 +13,15 @@ class InvalidRefreshToken(ServiceError):
     code = "token_not_valid"
     status = http.HTTP_401_UNAUTHORIZED
     default_message = "The refresh token is invalid, expired or already used."
+
+
+class ApiKeyNotFound(ServiceError):
+    code = "api_key_not_found"
+    status = http.HTTP_404_NOT_FOUND
+    default_message = "API key not found."
+
+
+class ApiKeyLimitReached(ServiceError):
+    code = "api_key_limit_reached"
+    status = http.HTTP_409_CONFLICT
+    default_message = "You have reached the maximum number of active API keys."

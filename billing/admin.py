@@ -141,11 +141,12 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "input_tokens",
         "output_tokens",
         "source",
+        "api_key_id",
         "actor",
         "note",
     )
     list_filter = ("kind", "source", "period")
-    search_fields = ("user__username", "chat_id", "message_id", "note")
+    search_fields = ("user__username", "chat_id", "message_id", "api_key_id", "note")
     list_select_related = ("user", "actor")
 
 

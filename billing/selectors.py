@@ -27,6 +27,7 @@ def usage_summary(*, user) -> dict:
             "kind",
             "chat_id",
             "message_id",
+            "api_key_id",
             "input_tokens",
             "output_tokens",
             "total",
