@@ -135,7 +135,7 @@ def _conversation(messages) -> tuple[str, list[Turn], str]:
         role = message.get("role")
         if role in ("tool", "function"):
             raise UnsupportedParameter(
-                f"Messages with role '{role}' are not supported (no tool calling).",
+                f"'{where}.role': messages with role '{role}' are not supported (no tool calling).",
                 param=f"{where}.role",
             )
         if role not in (*SYSTEM_ROLES, "user", "assistant"):
@@ -183,7 +183,8 @@ def _content(content, where: str) -> str:
             texts.append(part["text"])
         elif kind in NON_TEXT_PARTS:
             raise UnsupportedParameter(
-                f"Content parts of type '{kind}' are not supported: text only.", param=at
+                f"'{at}': content parts of type '{kind}' are not supported: text only.",
+                param=at,
             )
         else:
             raise InvalidParameter(
