@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import format_html
 
 from accounts.models import ApiKey, User
 from accounts.services import revoke_api_key
@@ -10,8 +12,25 @@ class UserAdmin(DjangoUserAdmin):
     list_display = ("username", "email", "is_staff", "is_active", "monthly_token_limit")
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
-        ("Billing", {"fields": ("monthly_token_limit",)}),
+        ("Billing", {"fields": ("monthly_token_limit", "change_token_limit")}),
     )
+    # A limit changes only through billing's service (this month's budget at once, with a
+    # ledger entry naming the staff member), never by saving this field: see the link.
+    readonly_fields = ("monthly_token_limit", "change_token_limit")
+
+    @admin.display(description="change the limit")
+    def change_token_limit(self, user):
+        if user.pk is None:
+            return "-"
+        try:
+            url = reverse("admin:billing_tokenbudget_set_limit", args=[user.pk])
+        except NoReverseMatch:  # billing's admin is not installed
+            return "-"
+        return format_html(
+            '<a href="{}" id="change-token-limit">Change the monthly token limit</a> '
+            "(effective now, written to the ledger)",
+            url,
+        )
 
 
 class ActiveKeyFilter(admin.SimpleListFilter):
@@ -58,4 +77,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)
 
     def has_revoke_permission(self, request):
-        return request.user.is_active and request.user.is_staff
+        # Like every admin action that changes data: the model's change permission (a
+        # view-only staff member sees the keys but cannot revoke them).
+        return request.user.has_perm("accounts.change_apikey")

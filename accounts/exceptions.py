@@ -15,6 +15,14 @@ class InvalidRefreshToken(ServiceError):
     default_message = "The refresh token is invalid, expired or already used."
 
 
+class LoginLocked(ServiceError):
+    code = "login_locked"
+    status = http.HTTP_429_TOO_MANY_REQUESTS
+    default_message = (
+        "Too many failed login attempts for this account or from this address. Try again later."
+    )
+
+
 class ApiKeyNotFound(ServiceError):
     code = "api_key_not_found"
     status = http.HTTP_404_NOT_FOUND

@@ -1,21 +1,25 @@
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.exceptions import (
     ApiKeyLimitReached,
     InvalidRefreshToken,
+    LoginLocked,
     UsernameTaken,
 )
 from accounts.models import ApiKey
@@ -38,6 +42,30 @@ def register_user(*, username: str, email: str, password: str):
     except IntegrityError:  # a parallel registration won the race
         raise UsernameTaken(details={"username": ["That username is already taken."]}) from None
     return candidate
+
+
+def obtain_token_pair(*, request) -> dict:
+    """A JWT pair for a username and password; 401 when they are wrong.
+
+    authenticate() sees the request, so django-axes counts a failure per account and per
+    address and refuses a locked-out one before checking the password: that is 429
+    `login_locked` with Retry-After (the cool-off), the same lock-out as the admin's login.
+    """
+    serializer = TokenObtainPairSerializer(data=request.data, context={"request": request})
+    try:
+        serializer.is_valid(raise_exception=True)
+    except AuthenticationFailed:
+        if getattr(request, "axes_locked_out", False):
+            minutes = math.ceil(settings.AXES_COOLOFF_TIME.total_seconds() / 60)
+            raise LoginLocked(
+                "Too many failed login attempts for this account or from this address. "
+                f"Try again in {minutes} minutes.",
+                headers={"Retry-After": str(int(settings.AXES_COOLOFF_TIME.total_seconds()))},
+            ) from None
+        raise
+    except TokenError as exc:
+        raise InvalidToken(exc.args[0]) from exc
+    return serializer.validated_data
 
 
 def logout(*, user, refresh: str) -> None:

@@ -4,8 +4,6 @@ from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
 
 from accounts import selectors, services
 from accounts.serializers import (
@@ -49,15 +47,6 @@ class RegisterView(PublicView):
         )
 
 
-def _validated_tokens(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    try:
-        serializer.is_valid(raise_exception=True)
-    except TokenError as exc:
-        raise InvalidToken(exc.args[0]) from exc
-    return serializer.validated_data
-
-
 class TokenView(PublicView):
     throttle_scope = "login"
 
@@ -67,7 +56,7 @@ class TokenView(PublicView):
         responses={200: success_schema(TokenPairSerializer), **error_responses(400, 401, 429)},
     )
     def post(self, request):
-        return success(_validated_tokens(TokenObtainPairSerializer, request))
+        return success(services.obtain_token_pair(request=request))
 
 
 class TokenRefreshView(PublicView):

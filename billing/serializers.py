@@ -31,7 +31,9 @@ class TokenCacheStatsSerializer(serializers.Serializer):
     hits = serializers.IntegerField()
     misses = serializers.IntegerField()
     hit_rate = serializers.FloatField()
-    entries = serializers.IntegerField()
+    # What the shared cache holds now; null when its backend cannot list keys.
+    entries = serializers.IntegerField(allow_null=True)
+    local_entries = serializers.IntegerField(help_text="counts in the answering process's LRU")
     api_calls = serializers.IntegerField()
     estimates = serializers.IntegerField()
     fallbacks = serializers.IntegerField()

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.exceptions import BudgetExceeded
+from billing.exceptions import BudgetExceeded, InvalidLimit, LimitBelowUsed
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 
 logger = logging.getLogger(__name__)
@@ -139,7 +139,22 @@ def settle_reservation(
             return Settlement(entry=existing, budget=budget.snapshot())
         held = reservation.amount if active else 0
         others_held = budget.reserved - held
-        charge = max(0, min(input_tokens + output_tokens, budget.limit - budget.used - others_held))
+        reported = input_tokens + output_tokens
+        charge = max(0, min(reported, budget.limit - budget.used - others_held))
+        if charge != reported:
+            # The provider used more than the budget had left (the output cap is enforced by
+            # the provider, the input is an estimate): the user is never billed past the
+            # limit, and staff see the overage in the ledger (reported vs billed).
+            logger.warning(
+                "Usage clamped to the limit: user %s, reported %s tokens "
+                "(input %s + output %s), billed %s, over by %s",
+                reservation.user_id,
+                reported,
+                input_tokens,
+                output_tokens,
+                charge,
+                reported - charge,
+            )
         TokenBudget.objects.filter(pk=budget.pk).update(
             used=F("used") + charge, reserved=F("reserved") - held
         )
@@ -157,7 +172,7 @@ def settle_reservation(
             output_tokens=output_tokens,
             total=charge,
             source=source,
-            note="" if charge == input_tokens + output_tokens else "clamped to the limit",
+            note="" if charge == reported else "clamped to the limit",
         )
         # The row is locked until commit, so the update's result is known without a read.
         budget.used += charge
@@ -227,11 +242,23 @@ def reset_budget(*, user, actor=None, period: date | None = None, note: str = ""
 
 
 def set_monthly_limit(*, user, limit: int, actor) -> TokenBudget:
-    """Give a user their own monthly limit, from this month on."""
-    if limit < 0:
-        raise ValueError("limit must not be negative")
+    """Give a user their own monthly limit, effective now (this month's budget) and for the
+    months after; an adjustment entry names the staff member.
+
+    The one way a limit changes (the budget admin's action, the user page's link). A limit
+    below what the user has already used this month is refused (LimitBelowUsed): `used`
+    never exceeds `limit`. To stop a user for the rest of the month, set it to `used`.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidLimit(details={"limit": limit})
     with transaction.atomic():
         budget = _locked_budget(user=user)
+        if limit < budget.used:
+            raise LimitBelowUsed(
+                f"The user has already used {budget.used:,} tokens this month; the limit "
+                f"cannot be lower. Set it to {budget.used:,} to stop them until next month.",
+                details={"limit": limit, "used": budget.used},
+            )
         old = budget.limit
         type(user).objects.filter(pk=user.pk).update(monthly_token_limit=limit)
         user.monthly_token_limit = limit

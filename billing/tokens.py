@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from functools import cache as memoize
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache.backends.redis import RedisCache
 from django.utils.module_loading import import_string
 
 logger = logging.getLogger(__name__)
@@ -224,8 +226,7 @@ def _count(text: str, model: str) -> tuple[int, bool]:
             _bump("estimates")
             logger.warning("Token count failed (%s); using the estimate", type(exc).__name__)
             return estimate_tokens(text), False
-        if cache.add(key, count, timeout=COUNT_TIMEOUT_S):
-            _bump("entries")
+        cache.add(key, count, timeout=COUNT_TIMEOUT_S)
     if local_entries > 0:
         _local_counts.put(key, count, local_entries)
     return count, True
@@ -248,6 +249,7 @@ def count_system_prompt_tokens(model: str | None = None) -> int:
 def _system_prompt_count(model: str) -> tuple[int, bool]:
     key = (model, settings.SYSTEM_PROMPT)
     if key in _system_prompt_counts:
+        _bump("hits")  # answered from process memory: a hit like any local one
         return _system_prompt_counts[key], True
     count, counted = _count(settings.SYSTEM_PROMPT, model)
     if counted:
@@ -315,16 +317,58 @@ def chat_token_stats(totals: Iterable[int]) -> dict:
 
 
 def token_cache_stats() -> dict:
-    """The shared counters, after adding this process's pending ones (other nodes' lag ~1 s)."""
+    """The shared counters, after adding this process's pending ones.
+
+    Other processes add theirs when the request that made them ends (flush_token_stats on
+    request_finished) and about once a second during a long one. `entries` is what the
+    shared cache holds now for this generation (None when the backend cannot list its
+    keys); `local_entries` is this process's LRU.
+    """
     _flush_stats()
-    names = (*STAT_NAMES, "entries")
-    keys = {name: _stat_key(name) for name in names}
+    keys = {name: _stat_key(name) for name in STAT_NAMES}
     found = cache.get_many(keys.values())
     stats = {name: found.get(keys[name], 0) for name in STAT_NAMES}
     lookups = stats["hits"] + stats["misses"]
     stats["hit_rate"] = round(stats["hits"] / lookups, 4) if lookups else 0.0
-    stats["entries"] = found.get(keys["entries"], 0)
+    stats["entries"] = _stored_entries()
+    stats["local_entries"] = len(_local_counts)
     return stats
+
+
+def flush_token_stats(**_signal_kwargs) -> None:
+    """Add this process's pending statistics to the shared counters now (request_finished)."""
+    with _stats_lock:
+        if not _pending_stats:
+            return
+    try:
+        _flush_stats()
+    except Exception as exc:  # put back by _flush_stats: the next flush retries them
+        logger.warning("Token statistics flush failed (%s)", type(exc).__name__)
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def _stored_entries() -> int | None:
+    """How many counts of the current generation the shared cache holds right now.
+
+    Read from the backend itself, so evictions and expiries are seen: local memory (one
+    process's dict) and Redis (SCAN over the key space: a staff read, not the hot path).
+    """
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    prefix = backend.make_key(f"{CACHE_PREFIX}:{_generation()}:count:")
+    if isinstance(backend, LocMemCache):
+        now = time.time()
+        with backend._lock:
+            expiries = [
+                backend._expire_info.get(key) for key in backend._cache if key.startswith(prefix)
+            ]
+        return sum(1 for expires in expiries if expires is None or expires > now)
+    if isinstance(backend, RedisCache):
+        client = backend._cache.get_client(write=False)
+        pattern = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
+        return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
+    return None
 
 
 def clear_token_cache() -> None:

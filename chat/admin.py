@@ -1,10 +1,11 @@
 from django.contrib import admin, messages
 from django.db.models import Count, Q, Sum
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from chat.exceptions import ChatLimitReached
 from chat.models import Chat, Message
-from chat.services import restore_chat
+from chat.services import restore_chat, soft_delete_chat
 from config.admin import ReadOnlyAdminMixin
 
 
@@ -80,7 +81,24 @@ class ChatAdmin(admin.ModelAdmin):
     def tokens_used(self, chat):
         return chat._tokens_used or 0
 
-    @admin.action(description="Restore selected soft-deleted chats")
+    # Deleting a chat here is the API's soft delete: hidden from its owner, messages and
+    # ledger kept, restorable with the action below. Nothing is removed from the database,
+    # so the confirmation page lists only the chats (messages are read-only and stay).
+    def delete_model(self, request, obj):
+        soft_delete_chat(chat=obj)
+
+    def delete_queryset(self, request, queryset):
+        for chat in queryset.order_by("pk"):
+            soft_delete_chat(chat=chat)
+
+    def get_deleted_objects(self, objs, request):
+        chats = [
+            format_html("Chat: {} (soft delete: hidden from its owner, restorable)", chat)
+            for chat in objs
+        ]
+        return chats, {"chats": len(chats)}, set(), []
+
+    @admin.action(description="Restore selected soft-deleted chats", permissions=["change"])
     def restore(self, request, queryset):
         restored = 0
         for chat in queryset.filter(is_active=False).order_by("pk"):
@@ -100,16 +118,27 @@ class ChatAdmin(admin.ModelAdmin):
 class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "created_at",
-        "chat",
+        "user",
         "role",
+        "content_preview",
+        "chat",
         "status",
         "tokens_used",
         "token_source",
         "chat_state",
     )
     list_filter = ("status", "role", "token_source")
-    search_fields = ("content", "chat__title", "chat__id")
-    list_select_related = ("chat",)
+    search_fields = ("content", "chat__title", "chat__id", "chat__owner__username")
+    list_select_related = ("chat", "chat__owner")
+    ordering = ("-created_at", "-pk")
+
+    @admin.display(description="user", ordering="chat__owner__username")
+    def user(self, message):
+        return message.chat.owner
+
+    @admin.display(description="content")
+    def content_preview(self, message):
+        return Truncator(message.content).chars(80)
 
     @admin.display(description="chat state")
     def chat_state(self, message):

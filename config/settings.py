@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "accounts",
     "billing",
     "chat",
@@ -50,6 +51,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns an admin login refused by django-axes into its lock-out page (429).
+    "axes.middleware.AxesMiddleware",
     # No GZipMiddleware: it buffers StreamingHttpResponse and holds SSE events back.
 ]
 
@@ -111,6 +114,33 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# The client's address for throttles and lock-outs (config/client_ip.py): 0 = the socket
+# peer, X-Forwarded-For ignored; N = the address N trusted proxies in front report.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
+# Failed logins (django-axes, recorded in the database so every node agrees): a lock-out
+# after LOGIN_FAILURE_LIMIT failures for one account, or from one address, within
+# LOGIN_LOCKOUT_MINUTES of the last one; it lasts LOGIN_LOCKOUT_MINUTES. Guards the admin's
+# login form and the API's /api/auth/token (429 login_locked) alike; docs/operations.md
+# says how to unlock an account early.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login early
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_CLIENT_IP_CALLABLE = "config.client_ip.client_ip"
+AXES_USERNAME_CALLABLE = "accounts.lockout.login_username"
+# A success does not wipe the address's failures (it would also wipe the failures that
+# address made against other accounts); they age out with the cool-off.
+AXES_RESET_ON_SUCCESS = False
+# Attempts during a lock-out do not extend it, so nobody can keep an account locked for good
+# with one try every few minutes; the lock-out ends LOGIN_LOCKOUT_MINUTES after it began.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True  # failures only; successful logins are not logged to a table
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),

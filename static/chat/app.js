@@ -166,6 +166,14 @@ async function sendMessage(event) {
   event.preventDefault();
   const text = $("message").value.trim();
   if (!text || !state.chatId) return;
+  // The API's limit is in code points ([...text] splits by code point; .length would count
+  // UTF-16 units, 2 per emoji): refuse here what the API would refuse, and nothing more.
+  const maxChars = Number($("message").dataset.maxChars);
+  const chars = [...text].length;
+  if (chars > maxChars) {
+    notify(`The message is ${chars.toLocaleString("en")} characters long; the limit is ${maxChars.toLocaleString("en")}.`);
+    return;
+  }
   $("send").disabled = true;
   try {
     const response = await api(`/api/chat/${state.chatId}/message`, {

@@ -180,3 +180,22 @@ def test_the_admin_refuses_non_staff(client, user):
     client.force_login(user)
     response = client.get("/admin/accounts/apikey/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_view_only_staff_see_keys_but_cannot_revoke_them(client, user):
+    from django.contrib.auth.models import Permission
+    from model_bakery import baker
+
+    created = create_api_key(user=user)
+    viewer = baker.make("accounts.User", username="viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_apikey"))
+    client.force_login(viewer)
+
+    page = client.get("/admin/accounts/apikey/")
+    assert page.status_code == 200 and created.key.prefix in page.content.decode()
+    assert b'value="revoke"' not in page.content
+    client.post(
+        "/admin/accounts/apikey/", {"action": "revoke", "_selected_action": [created.key.pk]}
+    )
+    created.key.refresh_from_db()
+    assert created.key.revoked_at is None

@@ -107,6 +107,23 @@ def test_logout_blacklists_the_refresh_token(tokens):
     assert refused.status_code == 401
 
 
+def test_after_logout_the_access_token_lives_only_until_its_short_expiry(tokens, settings):
+    """Decided (docs/reliability.md): access tokens are stateless, so logout cannot recall
+    one; its lifetime, JWT_ACCESS_MINUTES (15), bounds how long it keeps working."""
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    client = bearer(tokens["access"])
+    logout = client.post("/api/auth/logout", {"refresh": tokens["refresh"]}, format="json")
+    assert logout.status_code == 200
+    assert client.get("/api/user/me").status_code == 200  # until it expires
+    token = AccessToken(tokens["access"])
+    assert token["exp"] - token["iat"] == 15 * 60
+    token.set_exp(from_time=token.current_time, lifetime=-timedelta(seconds=1))
+    assert bearer(str(token)).get("/api/user/me").status_code == 401
+
+
 def test_an_access_token_is_not_a_refresh_token(api_client, tokens):
     response = api_client.post(
         "/api/auth/token/refresh", {"refresh": tokens["access"]}, format="json"

@@ -105,8 +105,15 @@ def test_usage_filters_and_actions_write_ledger_entries(
     assert budget.limit == 500
     assert LedgerEntry.objects.get(kind="adjustment").actor == staff_user
 
-    staff_client.post(
+    confirm = staff_client.post(
         "/admin/billing/tokenbudget/", {"action": "reset_month", "_selected_action": [budget.pk]}
+    )
+    assert confirm.status_code == 200 and b"Yes, reset" in confirm.content
+    budget.refresh_from_db()
+    assert budget.used == 90  # nothing happens before the confirming POST
+    staff_client.post(
+        "/admin/billing/tokenbudget/",
+        {"action": "reset_month", "_selected_action": [budget.pk], "confirm": "1"},
     )
     budget.refresh_from_db()
     assert budget.used == 0
@@ -117,5 +124,5 @@ def test_dashboard_draws_the_chart_top_users_and_cache_stats(staff_client, user)
     spend(user, 40)
     page = staff_client.get("/admin/billing/tokenbudget/dashboard/").content.decode()
     assert "<svg" in page and 'class="bar"' in page
-    assert "alice" in page and "hit_rate" in page
+    assert "alice" in page and "hit rate" in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")

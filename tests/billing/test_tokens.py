@@ -417,3 +417,50 @@ def test_the_locks_work_under_gevent():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["10000", "4"]
+
+
+# --- issue 12: statistics that read sensibly -----------------------------------------------
+
+
+def test_entries_are_what_the_shared_cache_holds_now(settings, shared_cache):
+    settings.LLM_PROVIDER = "local"
+    settings.TOKEN_CACHE_LOCAL_ENTRIES = 0
+    for text in ("one", "two", "three"):
+        count_text_tokens(text)
+    assert token_cache_stats()["entries"] == 3
+    # One count evicted (or expired) from the shared cache: the statistics say so.
+    shared_cache.delete(tokens._key(settings.GEMINI_MODEL, "two"))
+    stats = token_cache_stats()
+    assert stats["entries"] == 2 and stats["local_entries"] == 0
+    clear_token_cache()
+    assert token_cache_stats()["entries"] == 0
+
+
+def test_local_entries_are_this_processs_lru(settings, shared_cache):
+    settings.LLM_PROVIDER = "local"
+    settings.TOKEN_CACHE_LOCAL_ENTRIES = 2
+    for text in ("one", "two", "three"):
+        count_text_tokens(text)
+    stats = token_cache_stats()
+    assert (stats["entries"], stats["local_entries"]) == (3, 2)
+
+
+def test_the_system_prompts_count_from_process_memory_is_a_hit(settings, shared_cache):
+    settings.LLM_PROVIDER = "local"
+    for _ in range(5):
+        count_system_prompt_tokens()  # read on every message
+    stats = token_cache_stats()
+    assert (stats["hits"], stats["misses"]) == (4, 1)
+
+
+def test_statistics_reach_the_shared_counters_when_the_request_ends(
+    settings, shared_cache, client, db
+):
+    settings.LLM_PROVIDER = "local"
+    hits, misses = tokens._stat_key("hits"), tokens._stat_key("misses")
+    for _ in range(3):
+        count_text_tokens("same text")
+    assert shared_cache.get_many([hits, misses]) == {}  # pending in this process
+    client.get("/health")  # any request's end (request_finished) adds what is pending
+    # What another node's dashboard reads now, with no further lookup in this process.
+    assert shared_cache.get_many([hits, misses]) == {hits: 2, misses: 1}

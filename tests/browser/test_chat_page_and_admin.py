@@ -141,3 +141,33 @@ def test_chat_page_on_a_phone_shows_clear_errors(browser, live_server, person, s
         print(f"screenshot: {tmp_path / 'phone.png'}")
     finally:
         context.close()
+
+
+def test_the_page_counts_message_length_in_code_points_like_the_api(
+    page, live_server, person, settings
+):
+    """5,000 is the API's limit in code points; an emoji is one code point, two UTF-16 units
+    (what `maxlength` counted, so the page cut a message the API accepts)."""
+    from chat.models import Message
+
+    settings.MAX_TOKENS_PER_MESSAGE = 5000
+    page.goto(f"{live_server.url}/")
+    page.fill("input[name=username]", "dana")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#app", state="visible")
+    page.fill("#new-title", "Emoji")
+    page.click("#new-chat")
+    page.wait_for_selector("#chats li.active")
+
+    emoji = "\U0001f642" * 2600  # 2,600 code points, 5,200 UTF-16 units
+    page.fill("#message", emoji)
+    page.click("#send")
+    poll(lambda: Message.objects.filter(role="user").exists())
+    assert Message.objects.get(role="user").content == emoji  # sent whole
+
+    poll(lambda: not page.is_disabled("#send"))
+    page.fill("#message", "a" * 5001)
+    page.click("#send")
+    page.wait_for_selector("#notice:has-text('the limit is 5,000')")
+    assert Message.objects.filter(role="user").count() == 1  # refused before sending

@@ -22,7 +22,12 @@ class Command(BaseCommand):
             return
         width = max(len(name) for name in stats)
         for name, value in stats.items():
-            shown = f"{value:.1%}" if name == "hit_rate" else f"{value:,}"
+            if value is None:
+                shown = "unknown"  # the cache backend cannot list its keys
+            elif name == "hit_rate":
+                shown = f"{value:.1%}"
+            else:
+                shown = f"{value:,}"
             self.stdout.write(f"{name.replace('_', ' '):<{width}}  {shown:>12}")
 
 
