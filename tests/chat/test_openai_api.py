@@ -190,6 +190,21 @@ def test_max_tokens_above_the_services_cap_is_capped(client, settings, fake_gemi
     assert fake_gemini.generate_requests()[-1]["body"]["generationConfig"]["maxOutputTokens"] == 64
 
 
+def test_a_stream_does_no_database_work_per_chunk(client, fake_gemini):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_while_streaming(chunk_count):
+        fake_gemini.script(Script(chunks=["x"] * chunk_count, usage=(10, chunk_count)))
+        response = post(client, stream=True)
+        with CaptureQueriesContext(connection) as streaming:
+            events = stream_events(response)
+        assert len(events) == chunk_count + 2  # the chunks, the finish chunk, [DONE]
+        return len(streaming.captured_queries)
+
+    assert queries_while_streaming(2) == queries_while_streaming(40) > 0  # the settle only
+
+
 # --- validation -----------------------------------------------------------------------------
 
 
