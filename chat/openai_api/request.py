@@ -11,6 +11,7 @@ response_format text, modalities ["text"]. Every other parameter is a 400
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from chat.exceptions import InvalidParameter, UnsupportedParameter
@@ -107,8 +108,7 @@ def _refuse_unsupported(given: dict) -> None:
             continue
         if allowed is not None:
             raise UnsupportedParameter(
-                f"'{name}' is supported only as {allowed[0]!r}: this service returns one "
-                "text answer.",
+                f"'{name}' is supported only as {json.dumps(allowed[0])} (its no-op value).",
                 param=name,
             )
         raise UnsupportedParameter(f"The parameter '{name}' is not supported.", param=name)

@@ -486,3 +486,16 @@ def test_the_budgets_output_cap_ends_the_stream_with_length(client, user, settin
     budget = TokenBudget.objects.get(user=user)
     assert budget.used <= budget.limit
     assert_books_balance(user)
+
+
+def test_the_offline_model_serves_v1_too_and_ignores_sampling_options(client, settings, user):
+    settings.LLM_PROVIDER = "local"
+    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["local-echo-1"]
+
+    answer = post(client, model="local-echo-1", temperature=0.1, stop="zzz").json()
+
+    assert answer["choices"][0]["message"]["content"]
+    assert answer["usage"]["completion_tokens"] > 0
+    assert LedgerEntry.objects.get(user=user).total == answer["usage"]["total_tokens"]
+    assert_books_balance(user)
