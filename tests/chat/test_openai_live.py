@@ -281,3 +281,28 @@ def test_parallel_streams_with_one_key_never_overspend(tmp_path, fake_gemini):
     assert entries.count() == outcomes.count("ok")
     assert sum(total for _, total in results) == budget.used
     assert books_balance(username)
+
+
+def test_a_client_that_goes_away_mid_stream_is_billed_for_what_was_consumed(tmp_path, fake_gemini):
+    from tests.live import open_raw_stream, read_events, wait_until
+
+    fake_gemini.script(Script(chunks=["word "] * 40, delay_ms=100, usage=(20, 40)))
+    with live_gunicorn(env=server_env(fake_gemini), tmp_path=tmp_path) as server:
+        username, key, key_id = make_key(server)
+        body = b'{"model": "%s", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+        sock = open_raw_stream(
+            server,
+            "/v1/chat/completions",
+            {"Authorization": f"Bearer {key}"},
+            body % MODEL.encode(),
+        )
+        read_events(sock, 3)
+        sock.close()  # gone after a few chunks
+
+        entry = wait_until(
+            lambda: LedgerEntry.objects.filter(api_key_id=key_id).first(),
+            timeout=20,
+            message="the settle of the abandoned stream",
+        )
+    assert entry.output_tokens > 0 and entry.total > 0
+    assert books_balance(username)
