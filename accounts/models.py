@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models.functions import Lower
 
 
 class User(AbstractUser):
@@ -12,6 +13,11 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+        constraints = [
+            # "Alice" and "alice" are one account: the check in register_user alone lets
+            # parallel registrations of case variants through.
+            models.UniqueConstraint(Lower("username"), name="accounts_user_username_ci_unique"),
+        ]
 
 
 class ApiKey(models.Model):

@@ -27,6 +27,8 @@ from config.api import ValidationFailed
 
 
 def register_user(*, username: str, email: str, password: str):
+    """A new user. Usernames are unique ignoring case: checked here for the common case, and
+    by the database constraint on Lower("username") for parallel registrations."""
     User = get_user_model()
     if User.objects.filter(username__iexact=username).exists():
         raise UsernameTaken(details={"username": ["That username is already taken."]})
@@ -39,7 +41,7 @@ def register_user(*, username: str, email: str, password: str):
     try:
         with transaction.atomic():
             candidate.save()
-    except IntegrityError:  # a parallel registration won the race
+    except IntegrityError:  # a parallel registration (any letter case) won the race
         raise UsernameTaken(details={"username": ["That username is already taken."]}) from None
     return candidate
 
@@ -94,7 +96,9 @@ def rotate_refresh_token(*, refresh: str) -> dict:
         serializer = TokenRefreshSerializer(data={"refresh": refresh})
         try:
             serializer.is_valid(raise_exception=True)
-        except TokenError:
+        except (TokenError, get_user_model().DoesNotExist):
+            # A deleted user's token is as dead as an expired one (simplejwt lets the
+            # user lookup's DoesNotExist escape).
             raise InvalidRefreshToken() from None
         return serializer.validated_data
 

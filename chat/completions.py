@@ -7,9 +7,10 @@ ledger entry: the same rules as a chat message, without a chat.
     the running output cap -> settle with the provider's usage (or the count), one ledger
     entry naming the API key and no chat.
 
-The rules are the chat path's own functions, called rather than copied: check_rate_limit,
-estimate_input_tokens, _Pump, _passes_output_cap, _usage_to_bill, _release_db_connection
-(chat/streaming.py) and billing's reserve_tokens / settle_reservation / release_reservation.
+The rules are the chat path's own functions, called rather than copied: check_rate_limit
+(chat/ratelimit.py), estimate_input_tokens, _Pump, _passes_output_cap, _usage_to_bill,
+_release_db_connection (chat/streaming.py) and billing's reserve_tokens / settle_reservation
+/ release_reservation.
 Nothing is stored but the ledger entry: the conversation belongs to the caller.
 
 The caller's system messages follow the service's SYSTEM_PROMPT in one system instruction
@@ -35,6 +36,7 @@ from chat.llm.base import Turn
 from chat.llm.errors import LLMError, LLMUnavailable
 from chat.openai_api import response
 from chat.openai_api.request import CompletionRequest
+from chat.ratelimit import check_rate_limit
 
 # The chat path's rules. TODO(run): import them from the message-path package once the
 # chat/streaming.py restructuring lands; they are private helpers there for now.
@@ -45,7 +47,6 @@ from chat.streaming import (
     _Pump,
     _release_db_connection,
     _usage_to_bill,
-    check_rate_limit,
     estimate_input_tokens,
 )
 
@@ -145,7 +146,7 @@ def _begin(*, user, api_key_id: int, request: CompletionRequest):
     provider = get_provider()
     if request.model != provider.model:
         raise ModelNotFound(request.model, available=provider.model)
-    check_rate_limit(user=user)
+    check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
     if provider.status() != "ok":
         raise LLMUnavailable()
     wanted = min(

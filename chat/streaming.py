@@ -15,24 +15,23 @@ import logging
 import math
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 
 from billing.selectors import budget_snapshot
 from billing.services import release_reservation, reserve_tokens, settle_reservation
 from billing.tokens import calculate_message_tokens, count_system_prompt_tokens, estimate_tokens
 from chat import sse
-from chat.exceptions import RateLimited, StreamFailed, TokenLimitReached
+from chat.exceptions import StreamFailed, TokenLimitReached
 from chat.llm import get_provider
 from chat.llm.base import ReplyStream, StreamResult, Turn
 from chat.llm.errors import LLMError, LLMUnavailable, UpstreamError
 from chat.models import Message
+from chat.ratelimit import check_rate_limit
 from chat.selectors import access_chat, recent_turns
 from config.api import ServiceError
 
@@ -96,22 +95,6 @@ def start_reply(*, user, chat_id: str, text: str) -> Iterator[bytes]:
     return _relay(exchange, pump, first)
 
 
-def check_rate_limit(*, user) -> None:
-    """At most one message per MESSAGE_RATE_LIMIT_MS per user, shared by every node's cache."""
-    gap_ms = settings.MESSAGE_RATE_LIMIT_MS
-    if gap_ms <= 0:
-        return
-    key = f"chat:last-message:{user.pk}"
-    now_ms = time.time() * 1000
-    ttl = math.ceil(gap_ms / 1000) + 1
-    if cache.add(key, now_ms, ttl):
-        return
-    last = cache.get(key)
-    if last is not None and now_ms - last < gap_ms:
-        raise RateLimited(retry_after=math.ceil((gap_ms - (now_ms - last)) / 1000))
-    cache.set(key, now_ms, ttl)
-
-
 def estimate_input_tokens(history: list[Turn], text: str) -> int:
     """What the provider will bill as input: system prompt + history + message + overhead."""
     return (
@@ -127,7 +110,7 @@ def _save_user_message_and_reserve(*, user, chat_id: str, text: str, provider) -
     reservation and the user's message. Any refusal rolls it all back."""
     with transaction.atomic():
         chat = access_chat(user=user, chat_id=chat_id, lock=True)
-        check_rate_limit(user=user)
+        check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
         if provider.status() != "ok":
             raise LLMUnavailable()
         history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)

@@ -170,6 +170,9 @@ REST_FRAMEWORK = {
         "register": env.str("REGISTER_THROTTLE_RATE", default="20/hour"),
     },
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # The throttles' client address, as config/client_ip.py finds it: None (DRF's default)
+    # would trust X-Forwarded-For as sent by the client. 1 behind config/nginx.conf.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -202,7 +205,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` writes and whitenoise serves from when DEBUG is false.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -218,6 +222,9 @@ WHITENOISE_USE_FINDERS = DEBUG
 
 # Requests larger than this get 413 (the longest message is 5000 characters).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=256 * 1024)
+# A request body must arrive whole within this many seconds, or the request ends with 408
+# and its connection slot is freed (config/request_body.py); 0 turns the deadline off.
+REQUEST_BODY_TIMEOUT_S = env.float("REQUEST_BODY_TIMEOUT_S", default=5.0)
 
 # --- security (production: DEBUG=false) ----------------------------------------
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -87,6 +87,7 @@ def test_check_deploy_is_clean_with_production_settings():
         "SECRET_KEY": "x7!kq2@pz9#lm4$vn8%rt6^yw3&bc5*hd1(gf0)js-_=+ab2cd3ef4gh5",
         "ALLOWED_HOSTS": "example.com",
         "DATABASE_URL": "sqlite:////tmp/deploy-check.sqlite3",
+        "GEMINI_API_KEY": "a-production-key",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

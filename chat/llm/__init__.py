@@ -1,6 +1,11 @@
 """LLM providers behind one interface (base.py): `get_provider()` is the only entry point.
 
-LLM_PROVIDER: "gemini", "local" (offline), or "auto" = gemini when GEMINI_API_KEY is set.
+LLM_PROVIDER: "gemini", "local" (offline), or "auto". In development (DEBUG=true) "auto" is
+gemini when GEMINI_API_KEY is set and the offline model otherwise, so a fresh checkout runs
+with no key. In production (DEBUG=false) "auto" is always gemini: without a key the message
+endpoint answers 503 `llm_unavailable` and /health says why, instead of quietly billing users
+for the offline model's canned text. The offline model is served in production only when
+LLM_PROVIDER=local names it (and `check --deploy` warns, chat.checks).
 One provider instance per process, shared by every thread.
 """
 
@@ -23,8 +28,17 @@ _provider: LLMProvider | None = None
 def chosen_provider_name() -> str:
     choice = (settings.LLM_PROVIDER or "auto").lower()
     if choice == "auto":
-        return "gemini" if settings.GEMINI_API_KEY else "local"
+        return "gemini" if settings.GEMINI_API_KEY or not settings.DEBUG else "local"
     return choice
+
+
+def _unavailable_detail() -> str:
+    if (settings.LLM_PROVIDER or "auto").lower() == "auto":
+        return (
+            "GEMINI_API_KEY is not set. With DEBUG=false, LLM_PROVIDER=auto means gemini; "
+            "set the key (or LLM_PROVIDER=local to serve the offline model on purpose)."
+        )
+    return "GEMINI_API_KEY is not set."
 
 
 def get_provider() -> LLMProvider:
@@ -46,7 +60,11 @@ def _build(name: str) -> LLMProvider:
 
         provider = GeminiProvider()
         if provider.status() != "ok":
-            logger.error("LLM_PROVIDER is gemini but GEMINI_API_KEY is not set: model unavailable")
+            logger.error(
+                "The model is gemini (LLM_PROVIDER=%s) but GEMINI_API_KEY is not set: "
+                "messages get 503 llm_unavailable",
+                settings.LLM_PROVIDER,
+            )
         return provider
     raise ValueError(f"Unknown LLM_PROVIDER {settings.LLM_PROVIDER!r}: use auto, gemini or local")
 
@@ -75,7 +93,10 @@ def provider_state() -> dict:
             "state": "misconfigured",
             "detail": str(exc),
         }
-    return {"provider": provider.name, "model": provider.model, "state": provider.status()}
+    state = {"provider": provider.name, "model": provider.model, "state": provider.status()}
+    if state["state"] == "unavailable":
+        state["detail"] = _unavailable_detail()
+    return state
 
 
 def count_tokens(text: str) -> int:

@@ -140,7 +140,8 @@ def test_missing_key_reports_unavailable_and_refuses(settings):
         stream()
 
 
-def test_auto_picks_local_without_a_key_and_gemini_with_one(settings):
+def test_auto_in_development_picks_local_without_a_key_and_gemini_with_one(settings):
+    settings.DEBUG = True
     settings.LLM_PROVIDER = "auto"
     settings.GEMINI_API_KEY = ""
     assert get_provider().name == "local"

@@ -214,7 +214,7 @@ def test_one_worker_serves_many_streams_on_a_few_database_connections(tmp_path):
                     (count,) = conn.execute(
                         "SELECT count(*) FROM pg_stat_activity"
                         " WHERE application_name = 'live-many-streams'"
-                        # this test database only: other runs may share the server
+                        # the cluster is shared: count only this test database's server
                         " AND datname = current_database()"
                     ).fetchone()
                     peak = max(peak, count)
