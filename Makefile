@@ -26,7 +26,7 @@ run: install
 	@echo ""
 	@echo "  Chat page: http://$(HOST):$(PORT)/"
 	@echo "  Admin:     http://$(HOST):$(PORT)/admin/  (usage dashboard linked from its index)"
-	@echo "  API:       http://$(HOST):$(PORT)/api/  (docs: http://$(HOST):$(PORT)/api/docs)"
+	@echo "  API docs:  http://$(HOST):$(PORT)/api/docs  (OpenAPI schema: http://$(HOST):$(PORT)/api/schema)"
 	@echo "  Register:  curl -X POST http://$(HOST):$(PORT)/api/auth/register -H 'Content-Type: application/json' \\"
 	@echo "               -d '{\"username\": \"alice\", \"email\": \"alice@example.com\", \"password\": \"a-long-passphrase\"}'"
 	@echo "  Token:     curl -X POST http://$(HOST):$(PORT)/api/auth/token -H 'Content-Type: application/json' \\"

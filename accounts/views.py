@@ -17,7 +17,13 @@ from accounts.serializers import (
     TokenPairSerializer,
     UserSerializer,
 )
-from config.api import EnvelopePagination, error_responses, success, success_schema
+from config.api import (
+    EnvelopePagination,
+    error_responses,
+    message_only_schema,
+    success,
+    success_schema,
+)
 
 
 class PublicView(APIView):
@@ -78,7 +84,7 @@ class LogoutView(APIView):
     @extend_schema(
         operation_id="auth_logout",
         request=RefreshSerializer,
-        responses={200: success_schema(RefreshSerializer), **error_responses(400, 401)},
+        responses={200: message_only_schema(), **error_responses(400, 401)},
     )
     def post(self, request):
         payload = RefreshSerializer(data=request.data)

@@ -4,7 +4,9 @@ pyinstrument's call tree.
 
     python -m bench.profile_message [--messages 300]       (PostgreSQL on 127.0.0.1)
 
-Uses the benchmark's database (bench.run.prepare_database recreates it).
+Uses the benchmark's database (bench.run.prepare_database recreates it). The reply's run
+works on a thread of its own (chat/reply/run.py): the CPU figure covers every thread of this
+process, pyinstrument's tree only the request's (set-up and relay, not the run's settle).
 """
 
 from __future__ import annotations

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 
-from django.db.models import Sum
+from django.conf import settings
+from django.db.models import Max, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from billing.models import LedgerEntry, TokenBudget
+from billing.models import BudgetAlert, LedgerEntry, ModelPrice, TokenBudget
+from billing.prices import money, price_in_force
 from billing.services import current_period, get_budget, next_period
 
 RECENT_LEDGER_ENTRIES = 20
@@ -24,6 +27,7 @@ def budget_snapshot(*, user) -> dict:
 
 
 def usage_summary(*, user) -> dict:
+    """This month's tokens, cost and alerts, and the latest ledger entries (three queries)."""
     budget = get_budget(user=user)
     recent = (
         LedgerEntry.objects.filter(user=user)
@@ -33,21 +37,49 @@ def usage_summary(*, user) -> dict:
             "chat_id",
             "message_id",
             "api_key_id",
+            "model",
             "input_tokens",
             "output_tokens",
             "total",
+            "cost",
+            "currency",
             "source",
             "note",
             "created_at",
         )[:RECENT_LEDGER_ENTRIES]
     )
+    alerts = BudgetAlert.objects.filter(user=user, period=budget.period).order_by("threshold")
     return {
         **budget.snapshot(),
         "percent_used": round(100 * budget.used / budget.limit, 1) if budget.limit else 100.0,
         "period_start": budget.period,
         "reset_date": next_period(budget.period),
-        "recent": list(recent),
+        # The sum of this month's entry costs, kept on the budget row by the settle.
+        "cost": money(budget.cost, budget.currency),
+        "alerts": [
+            {
+                "threshold_percent": alert.threshold,
+                "used": alert.used,
+                "limit": alert.limit,
+                "created_at": alert.created_at,
+            }
+            for alert in alerts.only("threshold", "used", "limit", "created_at")
+        ],
+        "recent": [_with_money(row) for row in recent],
     }
+
+
+def _with_money(row: dict) -> dict:
+    row["cost"] = money(row["cost"], row.pop("currency"))
+    return row
+
+
+def chat_cost(*, chat_id) -> dict | None:
+    """What a chat's replies cost: the sum of its entries' costs; None when none was priced."""
+    row = LedgerEntry.objects.filter(chat_id=chat_id, cost__isnull=False).aggregate(
+        amount=Sum("cost"), currency=Max("currency")
+    )
+    return money(row["amount"], row["currency"])
 
 
 def tokens_per_day(*, days: int = 30, today=None) -> list[tuple[str, int]]:
@@ -67,10 +99,126 @@ def tokens_per_day(*, days: int = 30, today=None) -> list[tuple[str, int]]:
     ]
 
 
+def cost_per_day(*, days: int = 30, today=None) -> list[tuple[str, Decimal]]:
+    """Cost of the exchanges per UTC day for the last `days` days, zero-filled, oldest first."""
+    today = today or timezone.now().date()
+    start = today - timedelta(days=days - 1)
+    rows = (
+        LedgerEntry.objects.filter(
+            kind=LedgerEntry.Kind.EXCHANGE, created_at__date__gte=start, cost__isnull=False
+        )
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(cost=Sum("cost"))
+    )
+    totals = {row["day"]: row["cost"] for row in rows}
+    return [
+        (
+            (start + timedelta(days=i)).strftime("%m-%d"),
+            totals.get(start + timedelta(days=i), Decimal(0)),
+        )
+        for i in range(days)
+    ]
+
+
 def top_users(*, period=None, limit: int = 10) -> list[dict]:
     return list(
         TokenBudget.objects.filter(period=period or current_period(), used__gt=0)
         .select_related("user")
         .order_by("-used")
-        .values("user__username", "used", "limit", "reserved")[:limit]
+        .values("user__username", "used", "limit", "reserved", "cost", "currency")[:limit]
+    )
+
+
+def top_users_by_cost(*, period=None, limit: int = 10) -> list[dict]:
+    return list(
+        TokenBudget.objects.filter(period=period or current_period(), cost__gt=0)
+        .select_related("user")
+        .order_by("-cost", "user_id")
+        .values("user__username", "cost", "currency", "used")[:limit]
+    )
+
+
+def unpriced_models(*, now=None, recent: int = 1000) -> list[str]:
+    """Models that bill tokens with no cost: the configured GEMINI_MODEL without a price in
+    force, and models of the latest `recent` exchanges that carried no cost."""
+    now = now or timezone.now()
+    missing = set()
+    if settings.GEMINI_MODEL and price_in_force(model=settings.GEMINI_MODEL, at=now) is None:
+        missing.add(settings.GEMINI_MODEL)
+    latest = (
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.EXCHANGE)
+        .order_by("-id")
+        .values_list("model", "cost")[:recent]
+    )
+    seen = {model for model, cost in latest if model and cost is None}
+    priced_now = set(
+        ModelPrice.objects.filter(model__in=seen, effective_from__lte=now).values_list(
+            "model", flat=True
+        )
+    )
+    return sorted(missing | (seen - priced_now))
+
+
+# --- export ------------------------------------------------------------------------------
+
+EXPORT_COLUMNS = [
+    "entry_id",
+    "created_at",
+    "user_id",
+    "username",
+    "period",
+    "kind",
+    "chat_id",
+    "message_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "total",
+    "cost",
+    "currency",
+    "source",
+    "note",
+]
+_EXPORT_FIELDS = [
+    "id",
+    "created_at",
+    "user_id",
+    "user__username",
+    "period",
+    "kind",
+    "chat_id",
+    "message_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "total",
+    "cost",
+    "currency",
+    "source",
+    "note",
+]
+EXPORT_CHUNK_SIZE = 2000
+
+
+def day_bounds(first: date, last: date) -> tuple[datetime, datetime]:
+    """[first 00:00 UTC, the day after last 00:00 UTC): both days included."""
+    return (
+        datetime.combine(first, time.min, tzinfo=UTC),
+        datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC),
+    )
+
+
+def ledger_export_rows(*, first: date, last: date, user=None):
+    """Ledger entries created between two UTC days (both included), oldest first, as tuples
+    in EXPORT_COLUMNS order; one user's, or everyone's. A server-side cursor read in chunks,
+    so memory stays flat whatever the number of rows."""
+    start, end = day_bounds(first, last)
+    entries = LedgerEntry.objects.filter(created_at__gte=start, created_at__lt=end)
+    if user is not None:
+        entries = entries.filter(user=user)
+    return (
+        entries.order_by("created_at", "id")
+        .values_list(*_EXPORT_FIELDS)
+        .iterator(chunk_size=EXPORT_CHUNK_SIZE)
     )

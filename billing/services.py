@@ -13,8 +13,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.alerts import record_threshold_alerts
 from billing.exceptions import BudgetExceeded, InvalidLimit, LimitBelowUsed
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.prices import cost_of, entry_cost, price_annotations
 
 logger = logging.getLogger(__name__)
 
@@ -81,14 +83,16 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
                 expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
             )
     # Raised outside the block: nothing was written, and the caller's transaction stays usable.
+    needed, left = input_tokens + 1, max(0, remaining)
     raise BudgetExceeded(
+        f"This message needs about {needed} tokens; {left} remain in your monthly budget.",
         details={
             "limit": budget.limit,
             "used": budget.used,
             "reserved": budget.reserved,
-            "remaining": max(0, remaining),
-            "needed": input_tokens + 1,
-        }
+            "remaining": left,
+            "needed": needed,
+        },
     )
 
 
@@ -97,18 +101,25 @@ class Settlement:
     entry: LedgerEntry
     budget: dict  # the month's limit, used, reserved and remaining once settled
 
+    @property
+    def cost(self) -> dict | None:
+        """{"amount", "currency"} of this entry; None when its model has no price."""
+        return entry_cost(self.entry)
 
-def _locked_reservation(reservation_id: int) -> TokenReservation:
+
+def _locked_reservation(
+    reservation_id: int, *, price_of: str = "", at: datetime | None = None
+) -> TokenReservation:
     """The reservation and its budget row, both locked in one statement.
 
     Every path that settles or releases a hold takes the two locks this same way, so they
-    are always taken in the same order.
+    are always taken in the same order. With `price_of`, the same statement also reads the
+    model's price in force at `at` (`_price_*` attributes, None when it has none).
     """
-    return (
-        TokenReservation.objects.select_for_update(no_key=True, of=("self", "budget"))
-        .select_related("budget")
-        .get(pk=reservation_id)
-    )
+    query = TokenReservation.objects.select_for_update(no_key=True, of=("self", "budget"))
+    if price_of:
+        query = query.annotate(**price_annotations(model=price_of, at=at or timezone.now()))
+    return query.select_related("budget").get(pk=reservation_id)
 
 
 def settle_reservation(
@@ -120,6 +131,7 @@ def settle_reservation(
     output_tokens: int,
     source: str,
     api_key_id: int | None = None,
+    model: str = "",
 ) -> Settlement:
     """Charge what one reply consumed and drop its hold; one ledger entry per message.
 
@@ -127,10 +139,12 @@ def settle_reservation(
     (whose `message_id` is the completion's own id).
 
     Idempotent: a second call for the same message returns the first entry. The charge is
-    clamped so `used` never passes the limit.
+    clamped so `used` never passes the limit. The entry's cost is what the provider bills for
+    the tokens it reported (thinking tokens are output), at `model`'s price in force now;
+    none when the model has no price. Crossing an alert threshold records the alert.
     """
     with transaction.atomic(savepoint=False):
-        reservation = _locked_reservation(reservation_id)
+        reservation = _locked_reservation(reservation_id, price_of=model)
         budget = reservation.budget
         active = reservation.state == TokenReservation.State.ACTIVE
         # Only a hold that is no longer active can have been settled already.
@@ -155,8 +169,18 @@ def settle_reservation(
                 charge,
                 reported - charge,
             )
+        cost, currency = None, ""
+        if getattr(reservation, "_price_input_per_million", None) is not None:
+            cost = cost_of(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                input_per_million=reservation._price_input_per_million,
+                output_per_million=reservation._price_output_per_million,
+            )
+            currency = reservation._price_currency
+        money = {"cost": F("cost") + cost, "currency": currency} if cost is not None else {}
         TokenBudget.objects.filter(pk=budget.pk).update(
-            used=F("used") + charge, reserved=F("reserved") - held
+            used=F("used") + charge, reserved=F("reserved") - held, **money
         )
         TokenReservation.objects.filter(pk=reservation.pk).update(
             state=TokenReservation.State.SETTLED
@@ -172,7 +196,17 @@ def settle_reservation(
             output_tokens=output_tokens,
             total=charge,
             source=source,
+            model=model,
+            cost=cost,
+            currency=currency,
             note="" if charge == reported else "clamped to the limit",
+        )
+        record_threshold_alerts(
+            user_id=reservation.user_id,
+            period=budget.period,
+            limit=budget.limit,
+            used_before=budget.used,
+            used_after=budget.used + charge,
         )
         # The row is locked until commit, so the update's result is known without a read.
         budget.used += charge

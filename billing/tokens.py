@@ -202,6 +202,13 @@ def count_text_tokens(text: str, model: str | None = None) -> int:
     return _count(text, _model(model))[0]
 
 
+def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, str]:
+    """The count of `text` and where it came from: "counted" (the count API or its cache)
+    or "estimated" (the API failed)."""
+    tokens, counted = _count(text, _model(model))
+    return tokens, "counted" if counted else "estimated"
+
+
 def _count(text: str, model: str) -> tuple[int, bool]:
     """(tokens, True when they came from the count API or its cache, False for an estimate)."""
     if not text:
@@ -233,15 +240,19 @@ def _count(text: str, model: str) -> tuple[int, bool]:
 
 
 # (model, prompt) -> count. It is read on every message, so it lives in process memory; only
-# real counts are kept, so a count API that failed once is asked again next time.
+# real counts are kept. A failed count is remembered too, as the monotonic time it failed:
+# for SYSTEM_PROMPT_COUNT_RETRY_S the estimate is used without asking the API again, so a
+# failing count API costs one call per process per window, not one (with retries) per message.
 _system_prompt_counts: dict[tuple[str, str], int] = {}
+_system_prompt_count_failed_at: dict[tuple[str, str], float] = {}
 
 
 def count_system_prompt_tokens(model: str | None = None) -> int:
     """The system prompt's count: counted once per process, model and prompt.
 
     The first read in each process goes through the shared cache (one count-API call for
-    the whole fleet); a (model, prompt) pair always counts the same.
+    the whole fleet); a (model, prompt) pair always counts the same. May call the count
+    API: never call it inside a transaction.
     """
     return _system_prompt_count(_model(model))[0]
 
@@ -251,9 +262,18 @@ def _system_prompt_count(model: str) -> tuple[int, bool]:
     if key in _system_prompt_counts:
         _bump("hits")  # answered from process memory: a hit like any local one
         return _system_prompt_counts[key], True
+    failed_at = _system_prompt_count_failed_at.get(key)
+    if (
+        failed_at is not None
+        and time.monotonic() - failed_at < settings.SYSTEM_PROMPT_COUNT_RETRY_S
+    ):
+        return estimate_tokens(settings.SYSTEM_PROMPT), False
     count, counted = _count(settings.SYSTEM_PROMPT, model)
     if counted:
         _system_prompt_counts[key] = count
+        _system_prompt_count_failed_at.pop(key, None)
+    else:
+        _system_prompt_count_failed_at[key] = time.monotonic()
     return count, counted
 
 
@@ -379,6 +399,7 @@ def clear_token_cache() -> None:
     """
     global _generation_seen
     _system_prompt_counts.clear()
+    _system_prompt_count_failed_at.clear()
     _local_counts.clear()
     with _stats_lock:
         _pending_stats.clear()

@@ -4,5 +4,10 @@ from billing import views
 
 urlpatterns = [
     path("user/token-usage", views.TokenUsageView.as_view(), name="user-token-usage"),
+    path(
+        "user/token-usage/export",
+        views.TokenUsageExportView.as_view(),
+        name="user-token-usage-export",
+    ),
     path("chat/token-stats", views.TokenStatsView.as_view(), name="chat-token-stats"),
 ]

@@ -1,9 +1,15 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import IsAdminUser
 from rest_framework.views import APIView
 
-from billing.selectors import usage_summary
-from billing.serializers import TokenCacheStatsSerializer, UsageSummarySerializer
+from billing.export import csv_response
+from billing.selectors import EXPORT_COLUMNS, ledger_export_rows, usage_summary
+from billing.serializers import (
+    ExportPeriodSerializer,
+    TokenCacheStatsSerializer,
+    UsageSummarySerializer,
+)
 from billing.tokens import token_cache_stats
 from config.api import error_responses, success, success_schema
 
@@ -15,6 +21,41 @@ class TokenUsageView(APIView):
     )
     def get(self, request):
         return success(UsageSummarySerializer(usage_summary(user=request.user)).data)
+
+
+class TokenUsageExportView(APIView):
+    def perform_content_negotiation(self, request, force=False):
+        # The body is CSV whatever the client accepts; errors stay in the JSON envelope
+        # (no 406 for `Accept: text/csv`).
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="user_token_usage_export",
+        parameters=[
+            OpenApiParameter(
+                name,
+                OpenApiTypes.DATE,
+                OpenApiParameter.QUERY,
+                description=f"YYYY-MM-DD (UTC), included; default: {default}.",
+            )
+            for name, default in (("from", "the month's first day"), ("to", "today"))
+        ],
+        responses={
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR,
+                description="The caller's ledger entries, oldest first; columns: "
+                + ", ".join(EXPORT_COLUMNS),
+            ),
+            **error_responses(400, 401),
+        },
+    )
+    def get(self, request):
+        # A plain dict: from a QueryDict DRF would take `?to=` (empty) as "not given".
+        period = ExportPeriodSerializer(data=request.query_params.dict())
+        period.is_valid(raise_exception=True)
+        first, last = period.validated_data["from"], period.validated_data["to"]
+        rows = ledger_export_rows(first=first, last=last, user=request.user)
+        return csv_response(rows, first=first, last=last, who=request.user.get_username())
 
 
 class TokenStatsView(APIView):

@@ -55,6 +55,38 @@ class StreamFailed(ServiceError):
     default_message = "An unexpected error occurred while streaming the reply."
 
 
+class InvalidMessageId(ServiceError):
+    code = "invalid_message_id"
+    status = http.HTTP_400_BAD_REQUEST
+    default_message = "The message id is not a valid UUID."
+
+
+class MessageNotFound(ServiceError):
+    code = "message_not_found"
+    status = http.HTTP_404_NOT_FOUND
+    default_message = "Message not found."
+
+
+class ReplyInProgress(ServiceError):
+    code = "reply_in_progress"
+    status = http.HTTP_409_CONFLICT
+    default_message = "A reply is still being generated in this chat; wait for it or stop it."
+
+
+class ReplyFinished(ServiceError):
+    code = "reply_finished"
+    status = http.HTTP_409_CONFLICT
+    default_message = "This reply has already ended."
+
+
+class RunInterrupted(ServiceError):
+    """The run generating a reply died with its worker; the sweep ended it."""
+
+    code = "run_interrupted"
+    status = http.HTTP_500_INTERNAL_SERVER_ERROR
+    default_message = "The reply was interrupted; the text generated so far was kept."
+
+
 # --- the OpenAI-compatible /v1 API ------------------------------------------------------
 
 

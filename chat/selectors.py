@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import uuid
 
+from billing.selectors import chat_cost
 from billing.tokens import chat_token_stats
-from chat.exceptions import ChatForbidden, ChatNotFound, InvalidChatId
+from chat.exceptions import (
+    ChatForbidden,
+    ChatNotFound,
+    InvalidChatId,
+    InvalidMessageId,
+    MessageNotFound,
+)
 from chat.llm.base import Turn
 from chat.models import Chat, Message
 
@@ -15,6 +22,26 @@ def parse_chat_id(chat_id) -> uuid.UUID:
         return uuid.UUID(str(chat_id))
     except ValueError:
         raise InvalidChatId() from None
+
+
+def parse_message_id(message_id) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(message_id))
+    except ValueError:
+        raise InvalidMessageId() from None
+
+
+def access_reply(*, user, chat_id, message_id) -> Message:
+    """A model reply in one of the caller's active chats (one query). Someone else's reply,
+    or one in a deleted chat, is 404: its existence is not revealed."""
+    chat_pk = parse_chat_id(chat_id)
+    pk = parse_message_id(message_id)
+    reply = Message.objects.filter(
+        pk=pk, chat_id=chat_pk, role=Message.Role.MODEL, chat__owner=user, chat__is_active=True
+    ).first()
+    if reply is None:
+        raise MessageNotFound()
+    return reply
 
 
 def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
@@ -57,9 +84,16 @@ def recent_turns(*, chat: Chat, limit: int) -> list[Turn]:
 
 
 def chat_detail(*, user, chat_id) -> dict:
-    """The chat, its messages in order and its token totals (two queries after access)."""
+    """The chat, its messages in order, its token totals and its cost (three queries: the
+    chat, its messages, the sum of its ledger entries' costs). A reply still generating shows
+    status `streaming` and its text so far."""
+    from chat.reply.relay import text_so_far
+
     chat = access_chat(user=user, chat_id=chat_id)
     messages = list(chat_messages(chat=chat))
+    for message in messages:
+        if message.status == Message.Status.STREAMING:
+            message.content = text_so_far(message)
     billed = [m.tokens_used for m in messages if m.role == Message.Role.MODEL]
     return {
         "id": chat.pk,
@@ -69,4 +103,5 @@ def chat_detail(*, user, chat_id) -> dict:
         "updated_at": chat.updated_at,
         "messages": messages,
         "token_stats": chat_token_stats(billed),
+        "cost": chat_cost(chat_id=chat.pk),
     }

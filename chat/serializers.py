@@ -1,6 +1,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from billing.serializers import MoneySerializer
 from chat.models import Chat, Message
 from config.api import StrictCharField
 
@@ -39,6 +40,10 @@ class MessageSerializer(serializers.ModelSerializer):
         ]
 
 
+class StoppedReplySerializer(MessageSerializer):
+    """The reply as a stop saved it (POST .../stop)."""
+
+
 class ChatSerializer(serializers.ModelSerializer):
     class Meta:
         model = Chat
@@ -55,9 +60,12 @@ class TokenStatsSerializer(serializers.Serializer):
 class ChatDetailSerializer(ChatSerializer):
     messages = MessageSerializer(many=True)
     token_stats = TokenStatsSerializer()
+    cost = MoneySerializer(
+        allow_null=True, help_text="What the chat's replies cost; null when none was priced."
+    )
 
     class Meta(ChatSerializer.Meta):
-        fields = [*ChatSerializer.Meta.fields, "messages", "token_stats"]
+        fields = [*ChatSerializer.Meta.fields, "messages", "token_stats", "cost"]
 
 
 class ChatDeletedSerializer(serializers.Serializer):

@@ -1,4 +1,4 @@
-"""Changes to chats. The message exchange itself lives in chat/streaming.py."""
+"""Changes to chats. The message exchange itself lives in chat/reply/."""
 
 from __future__ import annotations
 

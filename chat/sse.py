@@ -7,6 +7,9 @@ JSON-encoded, so model text containing newlines or `data:` can never forge an ev
 import json
 
 KEEP_ALIVE = b": keep-alive\n\n"
+# The first line of a resumed stream: how long EventSource waits before reconnecting (ms);
+# it also sends the response's headers at once, before any event is there to relay.
+RETRY = b"retry: 1000\n\n"
 
 HEADERS = {
     "Cache-Control": "no-cache",

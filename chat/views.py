@@ -5,18 +5,37 @@ from rest_framework import status
 from rest_framework.views import APIView
 
 from chat import selectors, services, sse
+from chat.reply.relay import parse_after, relay_reply, relay_run
+from chat.reply.run import start_reply
+from chat.reply.stop import stop_reply
 from chat.serializers import (
     ChatDeletedSerializer,
     ChatDetailSerializer,
     ChatInputSerializer,
     ChatSerializer,
     MessageInputSerializer,
+    StoppedReplySerializer,
 )
-from chat.streaming import start_reply
-from config.api import EnvelopePagination, error_responses, success, success_schema
+from config.api import (
+    AnyAcceptNegotiation,
+    EnvelopePagination,
+    error_responses,
+    success,
+    success_schema,
+)
 
 # Routed as <str:chat_id> so a malformed id reaches access_chat and gets 400 invalid_chat_id.
 CHAT_ID = OpenApiParameter("chat_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+MESSAGE_ID = OpenApiParameter(
+    "message_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The reply's id."
+)
+EVENTS = (
+    "Server-Sent Events: `id: n` + `data: {json}` per event. Text events "
+    '`{"text": ...}` (ids 1..n); the last event is `{"done": true, "tokens_used", '
+    '"message_id", "user_message_id", "finish_reason", "usage", "budget", "cost"}` (id n + 1), '
+    'with an `"error": {"code", "message"}` when the reply failed mid-stream. '
+    "`: keep-alive` comments while the model is silent."
+)
 
 
 class ChatListView(APIView):
@@ -72,27 +91,85 @@ class ChatDetailView(APIView):
 
 
 class MessageView(APIView):
+    # SSE clients send `Accept: text/event-stream`: never 406; errors stay JSON envelopes.
+    content_negotiation_class = AnyAcceptNegotiation
+
     @extend_schema(
         operation_id="chat_message_send",
         parameters=[CHAT_ID],
         request=MessageInputSerializer,
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                description=(
-                    "Server-Sent Events: `id: n` + `data: {json}` per event. Text events "
-                    '`{"text": ...}`; the last event is `{"done": true, "tokens_used", '
-                    '"message_id", "user_message_id", "finish_reason", "usage", "budget"}`, '
-                    'with an `"error": {"code", "message"}` when the reply failed mid-stream. '
-                    "`: keep-alive` comments while the model is silent."
-                )
+                response=OpenApiTypes.STR,
+                description=EVENTS + " The reply's id is in the `X-Message-Id` header.",
             ),
-            **error_responses(400, 401, 403, 404, 429, 502, 503, 504),
+            **error_responses(400, 401, 403, 404, 409, 429, 502, 503, 504),
         },
     )
     def post(self, request, chat_id: str):
         payload = MessageInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        body = start_reply(
+        run = start_reply(
             user=request.user, chat_id=chat_id, text=payload.validated_data["message"]
         )
+        return StreamingHttpResponse(
+            relay_run(run),
+            content_type=sse.CONTENT_TYPE,
+            headers={**sse.HEADERS, "X-Message-Id": str(run.reply_id)},
+        )
+
+
+class ReplyStreamView(APIView):
+    content_negotiation_class = AnyAcceptNegotiation  # EventSource sends text/event-stream
+
+    @extend_schema(
+        operation_id="chat_reply_stream",
+        parameters=[
+            CHAT_ID,
+            MESSAGE_ID,
+            OpenApiParameter(
+                "after",
+                OpenApiTypes.INT,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="Resume after this event id (the `Last-Event-ID` header wins).",
+            ),
+            OpenApiParameter(
+                "Last-Event-ID",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Resume after this event id (what EventSource sends).",
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description=EVENTS + " Replays the events after the given id, then follows "
+                "the reply live until its done event. For a reply that has ended: the rest "
+                "of its text and its done at once.",
+            ),
+            **error_responses(400, 401, 404),
+        },
+    )
+    def get(self, request, chat_id: str, message_id: str):
+        after = parse_after(
+            request.headers.get("Last-Event-ID") or request.query_params.get("after")
+        )
+        body = relay_reply(user=request.user, chat_id=chat_id, message_id=message_id, after=after)
         return StreamingHttpResponse(body, content_type=sse.CONTENT_TYPE, headers=sse.HEADERS)
+
+
+class ReplyStopView(APIView):
+    @extend_schema(
+        operation_id="chat_reply_stop",
+        parameters=[CHAT_ID, MESSAGE_ID],
+        request=None,
+        responses={
+            200: success_schema(StoppedReplySerializer),
+            **error_responses(400, 401, 404, 409),
+        },
+    )
+    def post(self, request, chat_id: str, message_id: str):
+        reply = stop_reply(user=request.user, chat_id=chat_id, message_id=message_id)
+        return success(StoppedReplySerializer(reply).data, message="Reply stopped")

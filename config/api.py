@@ -21,6 +21,7 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework import status as http
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -250,6 +251,18 @@ def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
     )
 
 
+class AnyAcceptNegotiation(DefaultContentNegotiation):
+    """For an endpoint whose success is not rendered by DRF (the SSE stream): whatever the
+    client accepts, answer. DRF's own negotiation refuses `Accept: text/event-stream` with
+    406 when the view has only the JSON renderer; here errors decided before the first byte
+    are rendered by the first renderer (JSON, the envelope) whatever the Accept header says.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
 class EnvelopePagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
@@ -266,7 +279,19 @@ class EnvelopePagination(PageNumberPagination):
 
 
 def is_api_request(request) -> bool:
-    return request.path.startswith((API_PREFIX, OPENAI_PREFIX))
+    path = request.path
+    return path.startswith((API_PREFIX, OPENAI_PREFIX)) or path == API_PREFIX.rstrip("/")
+
+
+# Django's own error answers under /api/ and /v1/ (its handlers, or with DEBUG on its
+# technical pages), as the envelope or, under /v1/, in OpenAI's shape.
+_ERROR_CODES = {
+    400: ("bad_request", "Bad request."),
+    403: ("forbidden", "Forbidden."),
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "Method not allowed."),
+    500: ("internal_error", "An unexpected error occurred."),
+}
 
 
 def _error_for(request, code: str, message: str, status: int):
@@ -280,11 +305,19 @@ def _error_for(request, code: str, message: str, status: int):
     return error_response(code, message, status)
 
 
-class ApiErrorMiddleware:
-    """Keeps HTML out of /api/: oversize bodies are answered 413 in the envelope.
+def error_for_status(request, status: int) -> JsonResponse:
+    code, message = _ERROR_CODES.get(status, ("error", "The request could not be completed."))
+    return _error_for(request, code, message, status)
 
-    DRF reads the body from the stream without Django's size check, so the check is
-    made here, once, for every API request that carries one.
+
+class ApiErrorMiddleware:
+    """Keeps HTML out of /api/, in every mode (DEBUG true or false).
+
+    Oversize bodies are answered 413 in the envelope: DRF reads the body from the stream
+    without Django's size check, so the check is made here, once, for every API request
+    that carries one. Any other error answer that is not JSON (an unknown /api/ path, and
+    with DEBUG on Django's technical 404 and 500 pages, which bypass the handlers below)
+    is replaced by the envelope with the same status.
     """
 
     def __init__(self, get_response):
@@ -301,12 +334,19 @@ class ApiErrorMiddleware:
                     f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
                     http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                 )
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            is_api_request(request)
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return error_for_status(request, response.status_code)
+        return response
 
 
 def handler404(request, exception=None):
     if is_api_request(request):
-        return _error_for(request, "not_found", "Not found.", http.HTTP_404_NOT_FOUND)
+        return error_for_status(request, http.HTTP_404_NOT_FOUND)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -314,12 +354,7 @@ def handler404(request, exception=None):
 
 def handler500(request):
     if is_api_request(request):
-        return _error_for(
-            request,
-            "internal_error",
-            "An unexpected error occurred.",
-            http.HTTP_500_INTERNAL_SERVER_ERROR,
-        )
+        return error_for_status(request, http.HTTP_500_INTERNAL_SERVER_ERROR)
     from django.views.defaults import server_error
 
     return server_error(request)
@@ -327,7 +362,7 @@ def handler500(request):
 
 def handler400(request, exception=None):
     if is_api_request(request):
-        return _error_for(request, "bad_request", "Bad request.", http.HTTP_400_BAD_REQUEST)
+        return error_for_status(request, http.HTTP_400_BAD_REQUEST)
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)
@@ -335,7 +370,7 @@ def handler400(request, exception=None):
 
 def handler403(request, exception=None):
     if is_api_request(request):
-        return _error_for(request, "forbidden", "Forbidden.", http.HTTP_403_FORBIDDEN)
+        return error_for_status(request, http.HTTP_403_FORBIDDEN)
     from django.views.defaults import permission_denied
 
     return permission_denied(request, exception)
@@ -351,7 +386,10 @@ _STATUS_TEXT = {
     409: "Conflict (chat_limit_reached, api_key_limit_reached).",
     413: "The request body is too large.",
     429: "Too many requests (rate_limited, throttled); see Retry-After.",
-    502: "The model service failed before any output (upstream_error).",
+    502: (
+        "The model service failed, or ended its reply unfinished, before any output "
+        "(upstream_error, upstream_incomplete)."
+    ),
     503: (
         "The model or the database is unavailable (llm_unavailable, upstream_rate_limited, "
         "database_unavailable); see Retry-After."
@@ -416,6 +454,30 @@ def success_schema(serializer_class, *, paginated: bool = False):
             "status": serializers.ChoiceField(choices=["success"]),
             "message": serializers.CharField(required=False),
             "data": data,
+        },
+    )
+
+
+@functools.cache
+def message_only_schema():
+    """A component for `{"status": "success", "message": str, "data": null}` (e.g. logout)."""
+    from drf_spectacular.utils import extend_schema_field, inline_serializer
+    from rest_framework import serializers
+
+    # (an `enum: [null]` would be taken apart by drf-spectacular's enum post-processing)
+    @extend_schema_field(
+        {"type": "object", "nullable": True, "maxProperties": 0, "description": "Always null."}
+    )
+    class AlwaysNull(serializers.Field):
+        def to_representation(self, value):
+            return None
+
+    return inline_serializer(
+        "MessageEnvelope",
+        {
+            "status": serializers.ChoiceField(choices=["success"]),
+            "message": serializers.CharField(),
+            "data": AlwaysNull(),
         },
     )
 

@@ -3,6 +3,7 @@
 Every variable here is listed in README.md's configuration table and in .env.example.
 """
 
+import base64
 from datetime import timedelta
 from pathlib import Path
 
@@ -91,7 +92,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # PostgreSQL restart the service recovers by itself instead of failing on stale ones.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    # SQLite (development, `make run` with several workers, the SQLite test run): a reply's
+    # run writes from its own greenlet or thread while requests read, so WAL (readers and
+    # the writer do not block each other) and IMMEDIATE transactions (a writer waits for
+    # the lock up to `timeout` instead of failing when a read transaction upgrades).
+    sqlite_options = DATABASES["default"].setdefault("OPTIONS", {})
+    sqlite_options.setdefault("timeout", 20)
+    sqlite_options.setdefault("init_command", "PRAGMA journal_mode=WAL;")
+    sqlite_options.setdefault("transaction_mode", "IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Never ATOMIC_REQUESTS: a streaming generator runs after the view returns.
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
@@ -278,8 +286,65 @@ CONTEXT_MESSAGES = env.int("CONTEXT_MESSAGES", default=10)
 TOKEN_OVERHEAD = env.int("TOKEN_OVERHEAD", default=10)
 # The count-tokens function billing uses (text -> int); billing does not import chat.
 TOKEN_COUNTER = "chat.llm.count_tokens"  # noqa: S105 - a dotted path, not a secret
+# After the count API failed for the system prompt, use the estimate for this many seconds
+# before asking again (per process): a failing count API is not asked on every message.
+SYSTEM_PROMPT_COUNT_RETRY_S = env.float("SYSTEM_PROMPT_COUNT_RETRY_S", default=60.0)
 # A reservation older than this was left by a killed worker; the sweep releases it.
 RESERVATION_TTL_S = env.int("RESERVATION_TTL_S", default=900)
+
+# --- reply runs (chat/reply/; docs/architecture.md "The life of a run") ------------------
+# finish: a reply whose client went away is generated to its end and billed (a resume can
+# fetch it); cancel: the upstream call is closed when the client that sent the message goes
+# away, and no shared event log is written (the behaviour before runs).
+REPLY_ON_DISCONNECT = env.str("REPLY_ON_DISCONNECT", default="finish")
+if REPLY_ON_DISCONNECT not in ("finish", "cancel"):
+    raise ImproperlyConfigured("REPLY_ON_DISCONNECT must be 'finish' or 'cancel'.")
+# How long a reply's event log is kept after its end (resumes are then served from the
+# saved reply, the rest of its text as one event).
+REPLY_LOG_TTL_S = env.int("REPLY_LOG_TTL_S", default=900)
+# Each worker writes the events of all its runs to the shared log in one batch this often.
+REPLY_LOG_FLUSH_MS = env.int("REPLY_LOG_FLUSH_MS", default=100)
+# Database log only: how often a follower on another worker looks for new events.
+REPLY_LOG_POLL_MS = env.int("REPLY_LOG_POLL_MS", default=200)
+# How often each worker looks for stops requested on another worker or node.
+REPLY_STOP_POLL_MS = env.int("REPLY_STOP_POLL_MS", default=300)
+# How often each worker saves the text of its runs and their heartbeat (one statement).
+REPLY_CHECKPOINT_S = env.float("REPLY_CHECKPOINT_S", default=2.0)
+# A run whose heartbeat is older than this is dead (its worker was killed): the sweep
+# (`manage.py sweep_runs`) ends it.
+REPLY_STALE_S = env.int("REPLY_STALE_S", default=60)
+# How long POST .../stop waits for the run to save the stopped reply.
+REPLY_STOP_WAIT_S = env.float("REPLY_STOP_WAIT_S", default=10.0)
+# --- money: budget alerts and their webhook (docs/budgets.md) ----------------------------
+# Percent of a month's limit; crossing one during a settle records an alert once.
+try:
+    BUDGET_ALERT_THRESHOLDS = sorted(
+        {int(p) for p in env.list("BUDGET_ALERT_THRESHOLDS", default=["50", "80", "100"]) if p}
+    )
+except ValueError:
+    BUDGET_ALERT_THRESHOLDS = [0]  # refused just below, with the reason
+if any(not 1 <= p <= 100 for p in BUDGET_ALERT_THRESHOLDS):
+    raise ImproperlyConfigured(
+        "BUDGET_ALERT_THRESHOLDS: whole percents from 1 to 100, e.g. 50,80,100"
+    )
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+# Standard Webhooks secret, whsec_<base64 of the key>.
+ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
+if ALERT_WEBHOOK_URL:
+    if not ALERT_WEBHOOK_URL.startswith(("http://", "https://")):
+        raise ImproperlyConfigured("ALERT_WEBHOOK_URL must be an http(s) URL.")
+    try:
+        if not ALERT_WEBHOOK_SECRET.startswith("whsec_"):
+            raise ValueError
+        _key = ALERT_WEBHOOK_SECRET.removeprefix("whsec_")
+        if not base64.b64decode(_key + "=" * (-len(_key) % 4), validate=True):
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            "ALERT_WEBHOOK_URL needs ALERT_WEBHOOK_SECRET in whsec_<base64> form."
+        ) from None
+ALERT_WEBHOOK_TIMEOUT_S = env.float("ALERT_WEBHOOK_TIMEOUT_S", default=5.0)
+ALERT_WEBHOOK_MAX_ATTEMPTS = env.int("ALERT_WEBHOOK_MAX_ATTEMPTS", default=10)
 
 # --- logging ----------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
@@ -292,6 +357,11 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's default config gives "django" a console handler of its own (DEBUG only)
+        # besides propagating to the root: each 4xx/5xx line of django.request was written
+        # twice. No handler here: every record is written once, by the root's. Levels stay
+        # Django's: 4xx WARNING, 5xx ERROR.
+        "django": {"handlers": [], "propagate": True},
         # httpx logs request URLs; keep it quiet so nothing sensitive is echoed.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

@@ -1,9 +1,24 @@
+import sys
+
 import pytest
 from django.db import connection
 from model_bakery import baker
 from rest_framework.test import APIClient
 
 pytest_plugins = ["tests.fakes.fixtures"]
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """On SQLite, the test database is a file (in WAL mode, like development's), not
+    Django's shared in-memory one: a reply's run writes from its own thread while the test
+    reads, which an in-memory shared-cache database answers with "table is locked"."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,6 +48,17 @@ def _clear_cache():
     clear_token_cache()  # also the per-process memory of the system prompt's count
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A reply's run is on its own thread: a test must not end (and its database be flushed)
+    while one still works."""
+    yield
+    registry = sys.modules.get("chat.reply.registry")
+    if registry is not None and registry.active():
+        left = registry.wait_for_runs(timeout=30)
+        assert not left, f"{len(left)} reply run(s) outlived their test"
 
 
 @pytest.fixture

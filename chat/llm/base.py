@@ -7,7 +7,8 @@
     for delta in stream:          # text deltas, as they arrive; raises LLMError subclasses
         ...
     stream.result                 # StreamResult(finish_reason, usage) once exhausted
-    stream.close()                # abandon the call (client went away); idempotent
+    stream.usage_so_far           # the provider's running usage report (None until one came)
+    stream.close()                # abandon the call (the reply was stopped); idempotent
 
 Providers never raise anything but `LLMError` subclasses from `stream_reply`, iteration
 or `count_tokens`: SDK and network exceptions are mapped inside the provider.
@@ -61,6 +62,11 @@ class ReplyStream(Protocol):
     @property
     def result(self) -> StreamResult | None:
         """Set once the stream ended normally; None before that or after a failure."""
+
+    @property
+    def usage_so_far(self) -> Usage | None:
+        """The provider's latest usage report, while the stream runs (what it bills for a
+        call closed early); None when none came."""
 
     def close(self) -> None: ...
 

@@ -19,6 +19,14 @@ class UpstreamError(LLMError):
     default_message = "The model service returned an error."
 
 
+class UpstreamIncomplete(LLMError):
+    """The stream ended without a finish reason: Gemini always sends one, so it was cut."""
+
+    code = "upstream_incomplete"
+    status = http.HTTP_502_BAD_GATEWAY
+    default_message = "The model service ended the reply before it was finished."
+
+
 class UpstreamRateLimited(LLMError):
     code = "upstream_rate_limited"
     status = http.HTTP_503_SERVICE_UNAVAILABLE

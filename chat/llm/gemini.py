@@ -8,6 +8,9 @@ Notes that shaped this module (checked against the SDK's source):
   inside a stream; we add none of our own;
 - network failures are not wrapped by the SDK: they surface as httpx2 exceptions;
 - usageMetadata may come on every chunk as a running total: keep the last one;
+- a stream always ends with a finishReason: one that ends without it was cut (a proxy or
+  the server closed a connection-delimited body, which HTTP sees as a normal end);
+- usageMetadata omits zero fields (proto3 JSON): candidatesTokenCount may be absent;
 - automatic continuation is turned off so that one message is one request.
 """
 
@@ -29,6 +32,7 @@ from chat.llm.errors import (
     LLMError,
     LLMUnavailable,
     UpstreamError,
+    UpstreamIncomplete,
     UpstreamRateLimited,
     UpstreamTimeout,
 )
@@ -80,6 +84,7 @@ class GeminiStream:
         self._request = request
         self._chunks = None
         self.result: StreamResult | None = None
+        self.usage_so_far: Usage | None = None
 
     def __iter__(self) -> Iterator[str]:
         try:
@@ -100,6 +105,7 @@ class GeminiStream:
                 chunk.usage_metadata.prompt_token_count or chunk.usage_metadata.total_token_count
             ):
                 usage = chunk.usage_metadata  # a running total: the last one wins
+                self.usage_so_far = _usage(usage)
             candidate = chunk.candidates[0] if chunk.candidates else None
             if candidate is None:
                 continue
@@ -112,17 +118,13 @@ class GeminiStream:
                     yield text
             if candidate.finish_reason:
                 finish = candidate.finish_reason
+        if finish is None:
+            raise UpstreamIncomplete()
         if finish == types.FinishReason.SAFETY and not sent_text:
             raise ContentBlocked("The reply was blocked by the model's safety filters.")
         self.result = StreamResult(
             finish_reason=_finish_reason(finish),
-            usage=Usage(
-                input_tokens=usage.prompt_token_count or 0,
-                output_tokens=usage.candidates_token_count or 0,
-                thinking_tokens=usage.thoughts_token_count or 0,
-            )
-            if usage is not None
-            else None,
+            usage=_usage(usage) if usage is not None else None,
         )
 
     def close(self) -> None:
@@ -133,9 +135,15 @@ class GeminiStream:
                 logger.debug("Closing the Gemini stream failed", exc_info=True)
 
 
+def _usage(metadata) -> Usage:
+    return Usage(
+        input_tokens=metadata.prompt_token_count or 0,
+        output_tokens=metadata.candidates_token_count or 0,
+        thinking_tokens=metadata.thoughts_token_count or 0,
+    )
+
+
 def _finish_reason(reason) -> str:
-    if reason is None:
-        return "stop"
     name = getattr(reason, "name", str(reason))
     return name.lower()
 

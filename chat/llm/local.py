@@ -65,10 +65,17 @@ class LocalStream:
         self._delay_s = delay_s
         self._cap = cap
         self._closed = threading.Event()
+        self._sent: list[str] = []
         self.result: StreamResult | None = None
 
+    @property
+    def usage_so_far(self) -> Usage:
+        return Usage(
+            input_tokens=self._input_tokens, output_tokens=estimate_tokens("".join(self._sent))
+        )
+
     def __iter__(self) -> Iterator[str]:
-        sent = []
+        sent = self._sent
         finish = "stop"
         for index, chunk in enumerate(self._chunks):
             if index and self._delay_s and self._closed.wait(self._delay_s):

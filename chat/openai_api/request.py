@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from chat.exceptions import InvalidParameter, UnsupportedParameter
 from chat.llm.base import GenerationOptions, Turn
+from chat.text import storable_text
 
 SUPPORTED = frozenset(
     {
@@ -148,7 +149,9 @@ def _conversation(messages) -> tuple[str, list[Turn], str]:
                 raise UnsupportedParameter(
                     f"'{where}.{key}' is not supported.", param=f"{where}.{key}"
                 )
-        text = _clean(_content(message.get("content"), where))
+        # JSON may carry lone surrogates (\ud800), which no UTF-8 request to the model can
+        # hold, and NUL: chat/text.py's rule (the one for model text) makes them U+FFFD.
+        text = storable_text(_content(message.get("content"), where))
         if not text.strip():
             continue
         if role in SYSTEM_ROLES:
@@ -191,16 +194,6 @@ def _content(content, where: str) -> str:
                 f"'{at}' must be {{'type': 'text', 'text': <string>}}.", param=at
             )
     return "\n".join(texts)
-
-
-def _clean(text: str) -> str:
-    # JSON may carry lone surrogates (\ud800), which no UTF-8 request to the model can
-    # hold: they become U+FFFD. NUL is valid JSON text and harmless to the model.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def _boolean(given: dict, name: str) -> bool:

@@ -124,6 +124,23 @@ def test_after_logout_the_access_token_lives_only_until_its_short_expiry(tokens,
     assert bearer(str(token)).get("/api/user/me").status_code == 401
 
 
+def test_the_schema_documents_logouts_answer_as_it_is(client, tokens):
+    answer = bearer(tokens["access"]).post(
+        "/api/auth/logout", {"refresh": tokens["refresh"]}, format="json"
+    )
+    schema = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    ref = schema["paths"]["/api/auth/logout"]["post"]["responses"]["200"]["content"][
+        "application/json"
+    ]["schema"]["$ref"]
+    envelope = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+
+    assert answer.json() == {"status": "success", "message": "Logged out", "data": None}
+    assert set(envelope["properties"]) == {"status", "message", "data"}
+    data = envelope["properties"]["data"]
+    assert "$ref" not in data and "properties" not in data  # no refresh token documented
+    assert data.get("nullable") is True and data.get("maxProperties") == 0
+
+
 def test_an_access_token_is_not_a_refresh_token(api_client, tokens):
     response = api_client.post(
         "/api/auth/token/refresh", {"refresh": tokens["access"]}, format="json"

@@ -146,7 +146,7 @@ def test_token_stats_endpoint_is_staff_only(api_client, user, staff_user):
     assert set(data) >= {"hits", "misses", "hit_rate", "entries", "api_calls", "fallbacks"}
 
 
-def test_source_comes_from_this_exchanges_own_counts(fake_gemini):
+def test_source_comes_from_this_exchanges_own_counts(fake_gemini, settings):
     def prompt_counts() -> int:
         return sum(
             "NFT" in r["body"]["contents"][0]["parts"][0]["text"]
@@ -160,9 +160,13 @@ def test_source_comes_from_this_exchanges_own_counts(fake_gemini):
     assert failed_attempts >= 1
 
     fake_gemini.count_error_status = None
+    # The failed system-prompt count is remembered for SYSTEM_PROMPT_COUNT_RETRY_S: within
+    # that window it is not asked for again, and the exchange stays "estimated".
+    assert calculate_message_tokens("question", "answer").source == "estimated"
+    assert prompt_counts() == failed_attempts
+    settings.SYSTEM_PROMPT_COUNT_RETRY_S = 0  # the window has passed: asked for once more
     counted = calculate_message_tokens("question", "answer")
     assert counted.source == "counted"
-    # The failed system-prompt count was not remembered: it was asked for once more.
     assert prompt_counts() == failed_attempts + 1
 
 

@@ -2,10 +2,15 @@
 the admin shows and restores a soft-deleted chat, the dashboard draws its chart."""
 
 import time
+from datetime import timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
+from django.utils import timezone
 
+from billing.models import LedgerEntry, ModelPrice
+from billing.prices import format_amount
 from chat.models import Chat
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -42,6 +47,14 @@ def poll(predicate, timeout=15.0, interval=0.03):
 
 
 def test_chat_page_streams_a_reply_and_admin_dashboard(page, live_server, person, staff, tmp_path):
+    # A price for the offline model, so the dashboard has money to draw (the table is
+    # emptied between browser tests, which commit their data).
+    ModelPrice.objects.create(
+        model="local-echo-1",
+        input_per_million=Decimal("100"),
+        output_per_million=Decimal("300"),
+        effective_from=timezone.now() - timedelta(days=1),
+    )
     page.goto(f"{live_server.url}/")
     page.fill("input[name=username]", "dana")
     page.fill("input[name=password]", PASSWORD)
@@ -106,12 +119,22 @@ def test_chat_page_streams_a_reply_and_admin_dashboard(page, live_server, person
 
     page.goto(f"{live_server.url}/admin/")
     page.click("#dashboard-link")
-    page.wait_for_selector("svg.usage-chart rect.bar", state="attached")
-    bars = page.locator("svg.usage-chart rect.bar")
+    page.wait_for_selector("#tokens-chart svg.usage-chart rect.bar", state="attached")
+    bars = page.locator("#tokens-chart svg.usage-chart rect.bar")
     assert bars.count() == 30
     heights = [float(bars.nth(i).get_attribute("height")) for i in range(30)]
     assert heights[-1] > 0  # today's tokens are drawn
     assert "dana" in page.inner_text("#top-users")
+    # Cost beside the tokens: today's bar is drawn, dana leads the top users by cost.
+    cost_bars = page.locator("#cost-chart svg.usage-chart rect.bar")
+    assert cost_bars.count() == 30
+    assert float(cost_bars.nth(29).get_attribute("height")) > 0
+    spent = LedgerEntry.objects.get(kind="exchange").cost
+    assert spent > 0
+    by_cost = page.locator("#top-users-by-cost tbody tr").first
+    assert "dana" in by_cost.inner_text()
+    assert f"{format_amount(spent)} USD" in by_cost.locator("td.cost").inner_text()
+    assert page.locator("#cost-chart").is_visible()
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     print(f"screenshots: {tmp_path / 'chat-page.png'} {tmp_path / 'dashboard.png'}")
 

@@ -19,7 +19,7 @@ def _offline(settings):
     settings.MESSAGE_RATE_LIMIT_MS = 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the reply's run works on its own thread
 def test_a_reply_streaming_when_its_chat_is_deleted_is_finished_billed_and_kept(auth_client, user):
     chat = baker.make(Chat, owner=user)
     response = auth_client.post(

@@ -1,16 +1,20 @@
 """POST /api/chat/{id}/message through the HTTP surface, with the offline model."""
 
+import threading
 import uuid
 
 import pytest
-from django.db import connection
 from django.db.models import Sum
-from django.test.utils import CaptureQueriesContext
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.services import current_period
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
+from tests.queries import StatementsOfEveryThread
+
+# The reply's run works on its own thread, so what the test creates must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
@@ -177,9 +181,26 @@ def test_spent_budget_is_403_before_streaming_and_saves_nothing(auth_client, use
     assert not TokenReservation.objects.exists()
 
 
+def test_the_budget_refusal_says_what_is_needed_and_what_remains(auth_client, user, chat, settings):
+    settings.DEFAULT_TOKEN_LIMIT = 60
+    baker.make("billing.TokenBudget", user=user, period=current_period(), limit=60, used=25)
+
+    response = send(auth_client, chat.pk)
+
+    assert response.status_code == 403
+    error = response.json()["error"]
+    assert error["details"]["remaining"] == 35
+    needed = error["details"]["needed"]
+    assert needed > 35
+    assert f"needs about {needed} tokens" in error["message"]
+    assert "35 remain" in error["message"]
+
+
 def test_rate_limit_is_429_with_retry_after(auth_client, chat, settings):
     settings.MESSAGE_RATE_LIMIT_MS = 60_000
-    assert send(auth_client, chat.pk).status_code == 200
+    first = send(auth_client, chat.pk)
+    assert first.status_code == 200
+    streamed_body(first)  # the reply has ended: the next refusal is the rate limit's
 
     response = send(auth_client, chat.pk, "again, at once")
 
@@ -208,19 +229,21 @@ def test_chat_detail_shows_token_totals(auth_client, chat):
 
 
 def test_one_message_costs_a_fixed_small_number_of_queries(auth_client, chat):
-    send(auth_client, chat.pk, "warm up")  # opens the month's budget row
-    with CaptureQueriesContext(connection) as captured:
+    streamed_body(send(auth_client, chat.pk, "warm up"))  # opens the month's budget row
+    with StatementsOfEveryThread() as recorded:
         events = parse_events(streamed_body(send(auth_client, chat.pk, "counted")))
     assert len(events) > 3
-    # The test's own transaction turns each atomic block into a savepoint: not counted.
-    statements = [
-        q["sql"].split()[0] for q in captured.captured_queries if "SAVEPOINT" not in q["sql"]
+    # The request, before streaming, one transaction: the chat (locked), "no reply
+    # generating", the history, the budget (locked), the hold, the reservation row, the
+    # question, the reply's row (status streaming).
+    assert recorded.of(threading.current_thread().name) == [
+        *("SELECT", "SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"),
     ]
-    # Before streaming, one transaction: the chat (locked), the history, the budget (locked),
-    # the hold, the reservation row, the question. After it, one more: the reservation and
-    # its budget (locked together), the charge, the settled hold, the ledger entry, the reply.
-    # Nothing per chunk, and the done event's budget comes from the settle, not a re-read.
-    assert statements == [
-        *("SELECT", "SELECT", "SELECT", "UPDATE", "INSERT", "INSERT"),
-        *("SELECT", "UPDATE", "UPDATE", "INSERT", "INSERT"),
+    # The run, at its end, one transaction: the reply saved if still streaming, the
+    # reservation and its budget (locked together), the charge, the settled hold, the
+    # ledger entry; then the last batch of its event log (with its done event). Nothing per
+    # chunk, and the done event's budget comes from the settle, not a re-read.
+    assert recorded.of("reply-run") == [
+        *("UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT"),
+        "INSERT",
     ]

@@ -66,8 +66,20 @@ def test_chunks_arrive_one_by_one_through_gunicorn(tmp_path):
     assert books_balance(username)
 
 
-def test_a_client_that_goes_away_leaves_message_partial_reply_and_settled_tokens(tmp_path):
-    env = {"LLM_PROVIDER": "local", "LOCAL_LLM_CHUNKS": "40", "LOCAL_LLM_CHUNK_DELAY_MS": "100"}
+def ended_replies(chat_id):
+    return Message.objects.filter(chat_id=chat_id, role="model").exclude(status="streaming")
+
+
+@pytest.mark.parametrize("mode", ["finish", "cancel"])
+def test_a_client_that_goes_away_leaves_message_reply_and_settled_tokens(tmp_path, mode):
+    """finish (the default): the run goes on to the end and bills the provider's usage;
+    cancel: the reply stops with its connection, partial, billed by our count."""
+    env = {
+        "LLM_PROVIDER": "local",
+        "LOCAL_LLM_CHUNKS": "40",
+        "LOCAL_LLM_CHUNK_DELAY_MS": "50",
+        "REPLY_ON_DISCONNECT": mode,
+    }
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
         chat_id = create_chat(server, headers)
@@ -77,13 +89,16 @@ def test_a_client_that_goes_away_leaves_message_partial_reply_and_settled_tokens
         read_events(sock, 3)
         sock.close()  # the client goes away after a few chunks
 
-        def settled():
-            return Message.objects.filter(chat_id=chat_id, role="model").first()
-
-        reply = wait_until(settled, timeout=20, message="the partial reply to be saved")
+        reply = wait_until(
+            lambda: ended_replies(chat_id).first(), timeout=20, message="the reply to be saved"
+        )
     assert Message.objects.get(chat_id=chat_id, role="user").content == "a long story please"
-    assert reply.status == "partial"
-    assert reply.finish_reason == "client_closed"
+    if mode == "finish":
+        assert reply.status == "complete" and reply.finish_reason == "stop"
+        assert len(reply.stream_offsets) == 40 and reply.token_source == "provider"
+    else:
+        assert reply.status == "partial" and reply.finish_reason == "client_closed"
+        assert 0 < len(reply.stream_offsets) < 40
     assert len(reply.content) > 0
     assert reply.tokens_used > 0
     assert LedgerEntry.objects.get(message_id=reply.pk).total == reply.tokens_used
@@ -154,24 +169,30 @@ def test_used_equals_the_ledger_after_successes_failures_and_disconnects(tmp_pat
                 "POST", url, json={"message": f"m{index}"}, headers=headers, timeout=30
             ) as response:
                 statuses.append(response.status_code)
-                if index == 4:  # disconnect in the middle of the slow reply
-                    for line in response.iter_lines():
-                        if line.startswith("data:"):
-                            break
+                if index != 4:
+                    response.read()
                     continue
-                response.read()
+                for line in response.iter_lines():  # disconnect in the middle of the slow reply
+                    if line.startswith("data:"):
+                        break
+            # It goes on without its client; the chat takes the next message once it ended.
+            wait_until(lambda: ended_replies(chat_id).count() == 5, timeout=20)
         wait_until(
-            lambda: Message.objects.filter(chat_id=chat_id, role="model").count() == 6,
+            lambda: ended_replies(chat_id).count() == 6,
             timeout=20,
             message="every reply to be saved",
         )
     assert statuses == [200, 502, 200, 400, 200, 200]
-    replies = Message.objects.filter(chat_id=chat_id, role="model")
-    # The disconnected reply is saved when the server's next write fails, so the order of
-    # saving may differ from the order of sending: compare the statuses as a multiset.
-    assert sorted(r.status for r in replies) == sorted(
-        ["complete", "failed", "partial", "failed", "partial", "complete"]
-    )
+    replies = Message.objects.filter(chat_id=chat_id, role="model").order_by("created_at")
+    # The disconnected reply (the fifth) was generated to its end all the same.
+    assert [r.status for r in replies] == [
+        "complete",
+        "failed",
+        "partial",
+        "failed",
+        "complete",
+        "complete",
+    ]
     assert Message.objects.filter(chat_id=chat_id, role="user").count() == 6
     assert books_balance(username)
 

@@ -3,17 +3,22 @@
 The real SDK is pointed at it through GEMINI_BASE_URL; nothing in the SDK is patched.
 It serves, under /v1beta/ and /v1/:
   models/{model}:streamGenerateContent?alt=sse   SSE, `data: <json>` events only, status 200,
-                                                 chunked (so a dropped connection is visible)
+                                                 chunked (so a dropped connection is visible),
+                                                 or connection-delimited (`cut_after`)
   models/{model}:generateContent                 one JSON response
   models/{model}:countTokens                     {"totalTokens": n}
 
 Behaviour is scripted: each generate request takes the next script from a queue (or the
 default); see `Script`. Every request is recorded (path, body, headers without the key).
 
+A stream whose client closed the connection before its end is recorded in `closed` (the
+request's path and how many chunks were written before a write failed).
+
 Standalone, for live-server tests and benchmarks:
     python -m tests.fakes.gemini --port 0 --chunks 50 --delay-ms 40 --usage
 prints `PORT <n>` first; scripts can be pushed with POST /_fake/script, the record read
-with GET /_fake/requests, and everything cleared with POST /_fake/reset.
+with GET /_fake/requests (and GET /_fake/closed), and everything cleared with POST
+/_fake/reset.
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class Script:
     block_prompt: str | None = None  # promptFeedback.blockReason, no candidates
     block_reply: bool = False  # finishReason SAFETY with no text
     malformed_after: int | None = None  # send a broken JSON event after K chunks
+    # Send K chunks, then end a connection-delimited body cleanly (no Transfer-Encoding, no
+    # Content-Length, `Connection: close`): to HTTP a normal end, but no finishReason came.
+    cut_after: int | None = None
+    # usageMetadata without candidatesTokenCount (the provider did not report the output)
+    usage_without_output: bool = False
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -71,6 +81,7 @@ class FakeGemini:
         self.default = Script()
         self._scripts: deque[Script] = deque()
         self.requests: list[dict] = []
+        self.closed: list[dict] = []  # streams whose client hung up before their end
         # countTokens: answer this status with an error body, else this count (None:
         # ceil(chars / 4) of the text).
         self.count_error_status: int | None = None
@@ -95,6 +106,7 @@ class FakeGemini:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.closed.clear()
             self.default = Script()
             self.count_error_status = None
             self.count_tokens_value = None
@@ -134,6 +146,8 @@ def _usage_json(script: Script, output_so_far: int) -> dict:
         "candidatesTokenCount": output_so_far,
         "totalTokenCount": prompt + output_so_far + script.thinking_tokens,
     }
+    if script.usage_without_output:
+        del usage["candidatesTokenCount"]
     if script.thinking_tokens:
         usage["thoughtsTokenCount"] = script.thinking_tokens
     return usage
@@ -196,8 +210,12 @@ def _handler_for(fake: FakeGemini):
             )
 
         def _write_chunk(self, data: bytes) -> None:
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            if getattr(self, "_connection_delimited", False):
+                self.wfile.write(data)  # the body ends when the connection closes
+            else:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
+            self._written = getattr(self, "_written", 0) + 1
 
         def _sleep(self, seconds: float) -> bool:
             """False when the server is stopping."""
@@ -208,6 +226,9 @@ def _handler_for(fake: FakeGemini):
             if self.path.startswith("/_fake/requests"):
                 with fake._lock:
                     return self._json(200, fake.requests)
+            if self.path.startswith("/_fake/closed"):
+                with fake._lock:
+                    return self._json(200, fake.closed)
             self._json(404, {"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}})
 
         def do_POST(self):
@@ -217,7 +238,14 @@ def _handler_for(fake: FakeGemini):
                 return self._control(path, body)
             fake._record(path, self.headers, body)
             if ":streamGenerateContent" in path:
-                return self._stream(fake._next_script())
+                self._written = 0
+                try:
+                    return self._stream(fake._next_script())
+                except (BrokenPipeError, ConnectionResetError):
+                    with fake._lock:
+                        fake.closed.append({"path": path, "chunks_written": self._written})
+                    self.close_connection = True
+                    return None
             if ":generateContent" in path:
                 return self._generate(fake._next_script())
             if ":countTokens" in path:
@@ -255,9 +283,15 @@ def _handler_for(fake: FakeGemini):
                 return self._error(script)
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
+            if script.cut_after is not None:
+                self._connection_delimited = True
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.close_connection = True
+            if script.cut_after is not None:
+                return self._cut(script)
             if script.block_prompt:
                 event = {"promptFeedback": {"blockReason": script.block_prompt}}
                 if script.usage:
@@ -288,6 +322,14 @@ def _handler_for(fake: FakeGemini):
                     reply["usageMetadata"] = _usage_json(script, 0)
                 events.append(reply)
             self._finish_stream(events)
+
+        def _cut(self, script: Script):
+            """K chunks, none of them the last (so no finishReason), then a clean close."""
+            for index, text in enumerate(script.chunks[: script.cut_after]):
+                if index and not self._sleep(script.delay_ms / 1000):
+                    return
+                self._write_chunk(self._event(_chunk_json(script, text, last=False, index=index)))
+            # Returning closes the connection (close_connection): the body ends there.
 
         def _event(self, payload: dict) -> bytes:
             return b"data: " + json.dumps(payload).encode() + b"\r\n\r\n"

@@ -9,8 +9,8 @@ import pytest
 from django.db.models import Sum
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
-from billing.services import release_stale_reservations
 from chat.models import Message
+from chat.reply.sweep import sweep_runs
 from tests.chat.test_stream_live import (
     PASSWORD,
     books_balance,
@@ -23,12 +23,15 @@ from tests.live import live_gunicorn, open_raw_stream, read_events, wait_until
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_killed_worker_leaves_the_message_and_the_sweep_recovers_the_reservation(tmp_path):
+def test_a_killed_worker_leaves_its_checkpointed_text_and_the_sweep_ends_the_run(
+    tmp_path, settings
+):
+    settings.REPLY_STALE_S = 1  # the sweep's view of a dead run (this process runs it)
     env = {
         "LLM_PROVIDER": "local",
         "LOCAL_LLM_CHUNKS": "100",
         "LOCAL_LLM_CHUNK_DELAY_MS": "100",
-        "RESERVATION_TTL_S": "1",
+        "REPLY_CHECKPOINT_S": "0.3",
     }
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
@@ -37,20 +40,37 @@ def test_a_killed_worker_leaves_the_message_and_the_sweep_recovers_the_reservati
             server, f"/api/chat/{chat_id}/message", headers, b'{"message": "a very long story"}'
         )
         read_events(sock, 2)
+
+        def checkpointed_a_few_events():
+            reply = Message.objects.get(chat_id=chat_id, role="model")
+            return reply if len(reply.stream_offsets) >= 4 else None
+
+        reply = wait_until(checkpointed_a_few_events, timeout=20, message="a checkpoint")
         for pid in server.worker_pids():
             os.kill(pid, signal.SIGKILL)  # no finally runs in the worker
         sock.close()
+        checkpointed = reply.content
+        assert reply.status == "streaming"
         assert TokenReservation.objects.filter(user__username=username, state="active").exists()
 
-        released = wait_until(release_stale_reservations, timeout=15, message="the sweep")
-    assert released == 1
+        ended = wait_until(sweep_runs, timeout=15, message="the sweep to end the dead run")
+    assert ended == 1
     assert Message.objects.get(chat_id=chat_id, role="user").content == "a very long story"
-    # The partial reply died with the worker (nothing checkpoints it); the hold did not leak.
+    reply.refresh_from_db()
+    assert reply.status == "failed" and reply.error_code == "run_interrupted"
+    # The text checkpointed (or logged) before the kill is kept, and billed by our count.
+    assert reply.content.startswith(checkpointed) and len(checkpointed) > 0
+    assert len(reply.stream_offsets) >= 4 and reply.stream_offsets[-1] == len(reply.content)
+    entry = LedgerEntry.objects.get(message_id=reply.pk)
+    assert entry.source == "estimated" and entry.total == reply.tokens_used > 0
     budget = TokenBudget.objects.get(user__username=username)
     assert budget.reserved == 0
-    ledger = LedgerEntry.objects.filter(user__username=username)
-    assert ledger.filter(kind="release").count() == 1
-    assert budget.used == (ledger.aggregate(t=Sum("total"))["t"] or 0)
+    assert not TokenReservation.objects.filter(user__username=username, state="active").exists()
+    assert (
+        budget.used
+        == LedgerEntry.objects.filter(user__username=username).aggregate(t=Sum("total"))["t"]
+    )
+    assert sweep_runs() == 0  # ended once
 
 
 def test_no_api_key_jwt_or_password_in_any_log_line(tmp_path, fake_gemini):
@@ -107,6 +127,8 @@ def test_no_api_key_jwt_or_password_in_any_log_line(tmp_path, fake_gemini):
 
 
 def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
+    """Every reply is generated to its end all the same and billed from the provider's own
+    usage report."""
     import random
 
     rng = random.Random(7)
@@ -118,8 +140,8 @@ def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
     }
     with live_gunicorn(env=env, tmp_path=tmp_path) as server:
         username, headers = make_user_and_token(server)
-        chat_id = create_chat(server, headers)
-        for _ in range(50):
+        chats = [create_chat(server, headers) for _ in range(50)]
+        for chat_id in chats:
             sock = open_raw_stream(
                 server,
                 f"/api/chat/{chat_id}/message",
@@ -128,16 +150,19 @@ def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
             )
             read_events(sock, rng.randint(1, 19))
             sock.close()
+        replies = Message.objects.filter(chat_id__in=chats, role="model")
         wait_until(
-            lambda: Message.objects.filter(chat_id=chat_id, role="model").count() == 50,
+            lambda: not replies.filter(status="streaming").exists(),
             timeout=60,
-            message="all 50 replies to be saved",
+            message="all 50 replies to end",
         )
-    assert Message.objects.filter(chat_id=chat_id, role="user").count() == 50
-    statuses = set(
-        Message.objects.filter(chat_id=chat_id, role="model").values_list("status", flat=True)
-    )
-    assert statuses <= {"partial", "complete"} and "partial" in statuses
+    assert Message.objects.filter(chat_id__in=chats, role="user").count() == 50
+    assert replies.count() == 50
+    for reply in replies:
+        assert reply.status == "complete" and reply.finish_reason == "stop"
+        assert len(reply.stream_offsets) == 20 and reply.token_source == "provider"
+    entries = LedgerEntry.objects.filter(message_id__in=replies.values("pk"))
+    assert entries.count() == 50 and set(entries.values_list("source", flat=True)) == {"provider"}
     assert books_balance(username)
 
 
@@ -186,9 +211,13 @@ def test_each_upstream_fault_through_gunicorn(tmp_path, fake_gemini, script, sta
             timeout=30,
         )
         wait_until(
-            lambda: Message.objects.filter(chat_id=chat_id, role="model").exists(),
+            lambda: (
+                Message.objects.filter(chat_id=chat_id, role="model")
+                .exclude(status="streaming")
+                .exists()
+            ),
             timeout=15,
-            message="the reply row",
+            message="the reply to end",
         )
     assert response.status_code == status
     if status == 200:

@@ -9,6 +9,9 @@ from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.fakes.gemini import Script
 
+# The reply's run works on its own thread, so what the test creates must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 @pytest.fixture(autouse=True)
 def _offline(settings):
