@@ -203,6 +203,10 @@ SPECTACULAR_SETTINGS = {
         "EnvelopeSuccessStatus": ["success"],
         "EnvelopeErrorStatus": ["error"],
         "MessageStatus": "chat.models.Message.Status",
+        "MessageRole": "chat.models.Message.Role",
+        # the /v1 API's roles (chat/openai_api/schema.py)
+        "ChatCompletionRole": ["system", "developer", "user", "assistant"],
+        "AssistantRole": ["assistant"],
     },
 }
 
