@@ -3,6 +3,7 @@ SDK and the fake Gemini server: request validation (unsupported parameters named
 sent to the model, the answer's shapes, errors in OpenAI's shape, and the books."""
 
 import json
+from decimal import Decimal
 
 import pytest
 from django.db.models import Sum
@@ -108,7 +109,32 @@ def test_a_completion_is_billed_from_the_usage_report_to_a_ledger_entry_naming_t
     assert entry.message_id.hex == answer["id"].removeprefix("chatcmpl-")
     assert (entry.input_tokens, entry.output_tokens, entry.total) == (30, 5, 35)
     assert entry.source == "provider"
+    # Priced like a chat reply (gemini-2.5-flash: 0.30 / 2.50 per million), in the ledger only:
+    # the answer keeps OpenAI's shape.
+    assert entry.model == MODEL
+    assert entry.cost == Decimal("0.0000215") and entry.currency == "USD"
+    assert "cost" not in answer and "cost" not in answer["usage"]
     assert not Message.objects.exists()  # the conversation belongs to the caller
+    assert_books_balance(user)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_nul_and_lone_surrogates_from_the_model_are_replaced_as_in_a_chat_reply(
+    client, user, fake_gemini, stream
+):
+    # The fake sends them as JSON escapes (\u0000, \ud800), as a real server could.
+    fake_gemini.script(Script(chunks=["nul\x00here", " lone\ud800there"], usage=(20, 6)))
+
+    response = post(client, stream=stream)
+
+    assert response.status_code == 200
+    if stream:
+        events = stream_events(response)
+        text = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    else:
+        text = response.json()["choices"][0]["message"]["content"]
+    assert text == "nul\ufffdhere lone\ufffdthere"
+    assert LedgerEntry.objects.get(user=user).total == 26
     assert_books_balance(user)
 
 
