@@ -494,7 +494,10 @@ _OPENAI_STATUS_TEXT = {
         "rate_limit_exceeded (see Retry-After), or insufficient_quota: the month's token "
         "budget is spent (x-should-retry: false)."
     ),
-    502: "The model service failed before any output (upstream_error).",
+    502: (
+        "The model service failed, or ended its reply unfinished, before any output "
+        "(upstream_error, upstream_incomplete)."
+    ),
     503: "The model is unavailable (llm_unavailable, upstream_rate_limited; see Retry-After).",
     504: "The model did not answer in time (upstream_timeout).",
 }
