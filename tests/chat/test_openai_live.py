@@ -13,7 +13,7 @@ from django.db.models import Sum
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from tests.fakes.gemini import Script
-from tests.live import live_gunicorn
+from tests.live import live_gunicorn, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -161,6 +161,10 @@ def test_a_spent_budget_is_429_insufficient_quota_and_the_sdk_does_not_retry(tmp
 
         assert refused.value.code == "insufficient_quota"
         assert refused.value.type == "insufficient_quota"
+        # The access log is written once an answer is sent, so it can lag the SDK's raise:
+        # a later request's line marks that every earlier request's line is in.
+        httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
+        wait_until(lambda: '"GET /v1/models' in server.log(), timeout=10, message="the log")
         assert completion_posts(server) == 1  # x-should-retry: false was obeyed
     assert fake_gemini.generate_requests() == []
     assert books_balance(username)
