@@ -21,3 +21,15 @@ class LoginLocked(ServiceError):
     default_message = (
         "Too many failed login attempts for this account or from this address. Try again later."
     )
+
+
+class ApiKeyNotFound(ServiceError):
+    code = "api_key_not_found"
+    status = http.HTTP_404_NOT_FOUND
+    default_message = "API key not found."
+
+
+class ApiKeyLimitReached(ServiceError):
+    code = "api_key_limit_reached"
+    status = http.HTTP_409_CONFLICT
+    default_message = "You have reached the maximum number of active API keys."

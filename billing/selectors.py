@@ -36,6 +36,7 @@ def usage_summary(*, user) -> dict:
             "kind",
             "chat_id",
             "message_id",
+            "api_key_id",
             "model",
             "input_tokens",
             "output_tokens",

@@ -26,3 +26,12 @@ def event(data: dict, id: int) -> bytes:
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     # "replace": a lone surrogate from upstream must not break the stream.
     return f"id: {id}\ndata: {payload}\n\n".encode("utf-8", "replace")
+
+
+# The OpenAI-compatible /v1 stream: bare `data:` lines (no ids), then a literal [DONE].
+DONE = b"data: [DONE]\n\n"
+
+
+def data_only(data: dict) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode("utf-8", "replace")
