@@ -35,3 +35,15 @@ class UserInactive(ServiceError):
     code = "authentication_failed"
     status = http.HTTP_401_UNAUTHORIZED
     default_message = "User is inactive"
+
+
+class ApiKeyNotFound(ServiceError):
+    code = "api_key_not_found"
+    status = http.HTTP_404_NOT_FOUND
+    default_message = "API key not found."
+
+
+class ApiKeyLimitReached(ServiceError):
+    code = "api_key_limit_reached"
+    status = http.HTTP_409_CONFLICT
+    default_message = "You have reached the maximum number of active API keys."

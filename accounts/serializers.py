@@ -39,3 +39,31 @@ class LoginSerializer(serializers.Serializer):
 
 class RefreshSerializer(serializers.Serializer):
     refresh = StrictCharField()
+
+
+class ApiKeyInputSerializer(serializers.Serializer):
+    name = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
+
+
+class ApiKeySerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    prefix = serializers.CharField(
+        read_only=True, help_text="The key's first characters, to tell keys apart."
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    last_used_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Recorded at most once a minute."
+    )
+
+
+class NewApiKeySerializer(ApiKeySerializer):
+    key = serializers.CharField(
+        read_only=True,
+        help_text="The whole key. Shown only in this answer: only its hash is stored.",
+    )
+
+
+class RevokedApiKeySerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    revoked_at = serializers.DateTimeField(read_only=True)

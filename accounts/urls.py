@@ -8,4 +8,6 @@ urlpatterns = [
     path("auth/token/refresh", views.TokenRefreshView.as_view(), name="auth-token-refresh"),
     path("auth/logout", views.LogoutView.as_view(), name="auth-logout"),
     path("user/me", views.MeView.as_view(), name="user-me"),
+    path("keys", views.ApiKeyListView.as_view(), name="api-keys"),
+    path("keys/<str:key_id>", views.ApiKeyDetailView.as_view(), name="api-key-detail"),
 ]

@@ -1,18 +1,29 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from accounts import services
+from accounts import selectors, services
 from accounts.serializers import (
+    ApiKeyInputSerializer,
+    ApiKeySerializer,
     LoginSerializer,
+    NewApiKeySerializer,
     RefreshSerializer,
     RegisterSerializer,
+    RevokedApiKeySerializer,
     TokenPairSerializer,
     UserSerializer,
 )
-from config.api import error_responses, message_only_schema, success, success_schema
+from config.api import (
+    EnvelopePagination,
+    error_responses,
+    message_only_schema,
+    success,
+    success_schema,
+)
 
 
 class PublicView(APIView):
@@ -89,3 +100,42 @@ class MeView(APIView):
     )
     def get(self, request):
         return success(UserSerializer(request.user).data)
+
+
+class ApiKeyListView(APIView):
+    @extend_schema(
+        operation_id="api_keys_list",
+        responses={200: success_schema(ApiKeySerializer, paginated=True), **error_responses(401)},
+    )
+    def get(self, request):
+        paginator = EnvelopePagination()
+        page = paginator.paginate_queryset(selectors.api_keys_for(user=request.user), request, self)
+        return paginator.get_paginated_response(ApiKeySerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="api_keys_create",
+        request=ApiKeyInputSerializer,
+        responses={201: success_schema(NewApiKeySerializer), **error_responses(400, 401, 409)},
+    )
+    def post(self, request):
+        payload = ApiKeyInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        created = services.create_api_key(user=request.user, **payload.validated_data)
+        data = {**ApiKeySerializer(created.key).data, "key": created.secret}
+        return success(
+            data,
+            message="Store this key now: it is shown only once.",
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ApiKeyDetailView(APIView):
+    @extend_schema(
+        operation_id="api_keys_revoke",
+        parameters=[OpenApiParameter("key_id", OpenApiTypes.INT, OpenApiParameter.PATH)],
+        responses={200: success_schema(RevokedApiKeySerializer), **error_responses(401, 404)},
+    )
+    def delete(self, request, key_id: str):
+        key = selectors.access_api_key(user=request.user, key_id=key_id)
+        key = services.revoke_api_key(key=key)
+        return success(RevokedApiKeySerializer(key).data, message="API key revoked")

@@ -304,11 +304,12 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "model",
         "entry_cost",
         "source",
+        "api_key_id",
         "actor",
         "note",
     )
     list_filter = ("kind", "source", "model", "period")
-    search_fields = ("user__username", "chat_id", "message_id", "note")
+    search_fields = ("user__username", "chat_id", "message_id", "api_key_id", "note")
     list_select_related = ("user", "actor")
     change_list_template = "admin/billing/ledgerentry/change_list.html"
 

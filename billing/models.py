@@ -140,6 +140,9 @@ class LedgerEntry(models.Model):
     # outlives whatever it bills.
     chat_id = models.UUIDField(null=True, blank=True)
     message_id = models.UUIDField(null=True, blank=True)
+    # The accounts.ApiKey an exchange of the /v1 API was made with (then chat_id is null).
+    # A plain id like chat_id: keys are revoked, never deleted, and the entry must not be.
+    api_key_id = models.BigIntegerField(null=True, blank=True)
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     total = models.BigIntegerField()

@@ -36,6 +36,7 @@ def usage_summary(*, user) -> dict:
             "kind",
             "chat_id",
             "message_id",
+            "api_key_id",
             "model",
             "input_tokens",
             "output_tokens",
@@ -161,42 +162,28 @@ def unpriced_models(*, now=None, recent: int = 1000) -> list[str]:
 
 # --- export ------------------------------------------------------------------------------
 
-EXPORT_COLUMNS = [
-    "entry_id",
-    "created_at",
-    "user_id",
-    "username",
-    "period",
-    "kind",
-    "chat_id",
-    "message_id",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "total",
-    "cost",
-    "currency",
-    "source",
-    "note",
+# The CSV's columns (stable, documented in docs/budgets.md) and the ledger field each is
+# read from: one list, so the header and the rows can never disagree.
+_EXPORT_COLUMN_FIELDS = [
+    ("entry_id", "id"),
+    ("created_at", "created_at"),
+    ("user_id", "user_id"),
+    ("username", "user__username"),
+    ("period", "period"),
+    ("kind", "kind"),
+    ("chat_id", "chat_id"),
+    ("message_id", "message_id"),
+    ("model", "model"),
+    ("input_tokens", "input_tokens"),
+    ("output_tokens", "output_tokens"),
+    ("total", "total"),
+    ("cost", "cost"),
+    ("currency", "currency"),
+    ("source", "source"),
+    ("note", "note"),
 ]
-_EXPORT_FIELDS = [
-    "id",
-    "created_at",
-    "user_id",
-    "user__username",
-    "period",
-    "kind",
-    "chat_id",
-    "message_id",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "total",
-    "cost",
-    "currency",
-    "source",
-    "note",
-]
+EXPORT_COLUMNS = [column for column, _ in _EXPORT_COLUMN_FIELDS]
+_EXPORT_FIELDS = [field for _, field in _EXPORT_COLUMN_FIELDS]
 EXPORT_CHUNK_SIZE = 2000
 
 

@@ -13,6 +13,9 @@ class LedgerEntrySerializer(serializers.Serializer):
     kind = serializers.CharField()
     chat_id = serializers.UUIDField(allow_null=True)
     message_id = serializers.UUIDField(allow_null=True)
+    api_key_id = serializers.IntegerField(
+        allow_null=True, help_text="The API key of a /v1 completion (then chat_id is null)."
+    )
     model = serializers.CharField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()

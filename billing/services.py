@@ -213,9 +213,13 @@ def settle_reservation(
     input_tokens: int,
     output_tokens: int,
     source: str,
+    api_key_id: int | None = None,
     model: str = "",
 ) -> Settlement:
     """Charge what one reply consumed and drop its hold; one ledger entry per message.
+
+    `chat_id` names the chat of a chat message; `api_key_id` the key of a /v1 completion
+    (whose `message_id` is the completion's own id).
 
     Idempotent: a second call for the same message returns the first entry. The charge is
     clamped so `used` never passes the limit. The entry's cost is what the provider bills for
@@ -283,6 +287,7 @@ def settle_reservation(
             kind=LedgerEntry.Kind.EXCHANGE,
             chat_id=chat_id,
             message_id=message_id,
+            api_key_id=api_key_id,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total=charge,

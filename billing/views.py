@@ -24,11 +24,6 @@ class TokenUsageView(APIView):
 
 
 class TokenUsageExportView(APIView):
-    def perform_content_negotiation(self, request, force=False):
-        # The body is CSV whatever the client accepts; errors stay in the JSON envelope
-        # (no 406 for `Accept: text/csv`).
-        return super().perform_content_negotiation(request, force=True)
-
     @extend_schema(
         operation_id="user_token_usage_export",
         parameters=[

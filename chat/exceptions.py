@@ -85,3 +85,38 @@ class RunInterrupted(ServiceError):
     code = "run_interrupted"
     status = http.HTTP_500_INTERNAL_SERVER_ERROR
     default_message = "The reply was interrupted; the text generated so far was kept."
+
+
+# --- the OpenAI-compatible /v1 API ------------------------------------------------------
+
+
+class InvalidParameter(ServiceError):
+    """A /v1 request parameter with a wrong type or value; `param` names it."""
+
+    code = "invalid_value"
+    status = http.HTTP_400_BAD_REQUEST
+    default_message = "A parameter has an invalid value."
+
+    def __init__(self, message=None, *, param: str | None = None):
+        super().__init__(message, details={"param": param})
+        self.param = param
+
+
+class UnsupportedParameter(InvalidParameter):
+    """A parameter of OpenAI's API this service does not implement (tools, n > 1, images...):
+    refused by name rather than silently ignored."""
+
+    code = "unsupported_parameter"
+    default_message = "This parameter is not supported."
+
+
+class ModelNotFound(ServiceError):
+    code = "model_not_found"
+    status = http.HTTP_404_NOT_FOUND
+    default_message = "The model does not exist."
+
+    def __init__(self, model: str, *, available: str):
+        super().__init__(
+            f"The model '{model}' does not exist; this service offers '{available}'.",
+            details={"param": "model"},
+        )

@@ -18,7 +18,6 @@ from chat.serializers import (
     StoppedReplySerializer,
 )
 from config.api import (
-    AnyAcceptNegotiation,
     EnvelopePagination,
     error_responses,
     success,
@@ -92,8 +91,6 @@ class ChatDetailView(APIView):
 
 
 class MessageView(APIView):
-    # SSE clients send `Accept: text/event-stream`: never 406; errors stay JSON envelopes.
-    content_negotiation_class = AnyAcceptNegotiation
     # The access token alone (no user row query); the set-up checks the user is active.
     authentication_classes = [StatelessJWTAuthentication]
 
@@ -123,7 +120,6 @@ class MessageView(APIView):
 
 
 class ReplyStreamView(APIView):
-    content_negotiation_class = AnyAcceptNegotiation  # EventSource sends text/event-stream
     # As the message endpoint: the token alone; access_reply checks the user is active.
     authentication_classes = [StatelessJWTAuthentication]
 

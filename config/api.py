@@ -21,7 +21,6 @@ from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
 from rest_framework import status as http
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -29,6 +28,8 @@ from rest_framework.views import set_rollback
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+# The OpenAI-compatible API: the same errors, in OpenAI's shape (openai_error_body).
+OPENAI_PREFIX = "/v1/"
 
 
 class ServiceError(Exception):
@@ -84,6 +85,61 @@ def error_response(code: str, message: str, status: int, details: Any = None, he
     return response
 
 
+# --- the OpenAI-compatible /v1 API: errors in OpenAI's shape ----------------------------
+#
+# {"error": {"message", "type", "code", "param"}}: OpenAI's clients (its SDKs, LibreChat,
+# Open WebUI) read this shape and decide on retries by the status. Our codes are kept,
+# except where OpenAI's clients know a code of their own.
+
+# our code -> (status under /v1 or None to keep it, OpenAI's type, OpenAI's code)
+_OPENAI_ERRORS: dict[str, tuple[int | None, str, str]] = {
+    "not_authenticated": (None, "invalid_request_error", "invalid_api_key"),
+    "authentication_failed": (None, "invalid_request_error", "invalid_api_key"),
+    "invalid_api_key": (None, "invalid_request_error", "invalid_api_key"),
+    "rate_limited": (None, "requests", "rate_limit_exceeded"),
+    # The month's budget is spent: what OpenAI answers when a quota is used up. The
+    # openai SDKs retry a 429; `x-should-retry: false` (which they obey) stops that.
+    "token_limit_exceeded": (429, "insufficient_quota", "insufficient_quota"),
+}
+
+
+def openai_error(code: str, message: str, status: int, param: str | None = None):
+    """(status, body, extra headers) of an error under /v1, from our code and status."""
+    override, kind, openai_code = _OPENAI_ERRORS.get(code, (None, "", code))
+    status = override or status
+    if not kind:
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+    headers = {"x-should-retry": "false"} if openai_code == "insufficient_quota" else {}
+    body = {"error": {"message": message, "type": kind, "code": openai_code, "param": param}}
+    return status, body, headers
+
+
+def _openai_param(details: Any) -> str | None:
+    if isinstance(details, dict):
+        if isinstance(details.get("param"), str):
+            return details["param"]
+        fields = [key for key in details if key != "messages"]
+        return str(fields[0]) if fields else None
+    return None
+
+
+def is_openai_request(request) -> bool:
+    return request.path.startswith(OPENAI_PREFIX)
+
+
+def _as_openai(response: Response) -> Response:
+    """An envelope error response, reshaped for /v1 (same headers, e.g. Retry-After)."""
+    error = response.data["error"]
+    status, body, headers = openai_error(
+        error["code"], error["message"], response.status_code, _openai_param(error["details"])
+    )
+    reshaped = Response(body, status=status)
+    for name, value in [*response.items(), *headers.items()]:
+        if name.lower() not in ("content-type", "content-length"):
+            reshaped[name] = value
+    return reshaped
+
+
 # DRF's own exceptions, by class, to our codes.
 _DRF_CODES: list[tuple[type[Exception], str]] = [
     (drf_exceptions.ParseError, "parse_error"),
@@ -131,7 +187,16 @@ def _drf_details(exc: drf_exceptions.APIException) -> Any:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response:
-    """DRF's EXCEPTION_HANDLER: every exception raised in an API view becomes the envelope."""
+    """DRF's EXCEPTION_HANDLER: every exception raised in an API view becomes the envelope
+    (under /v1, OpenAI's error shape)."""
+    response = _envelope_exception_handler(exc, context)
+    request = context.get("request")
+    if request is not None and is_openai_request(request):
+        return _as_openai(response)
+    return response
+
+
+def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, ServiceError):
         set_rollback()
         return Response(
@@ -185,18 +250,6 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     )
 
 
-class AnyAcceptNegotiation(DefaultContentNegotiation):
-    """For an endpoint whose success is not rendered by DRF (the SSE stream): whatever the
-    client accepts, answer. DRF's own negotiation refuses `Accept: text/event-stream` with
-    406 when the view has only the JSON renderer; here errors decided before the first byte
-    are rendered by the first renderer (JSON, the envelope) whatever the Accept header says.
-    """
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        renderer = renderers[0]
-        return renderer, renderer.media_type
-
-
 class EnvelopePagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 100
@@ -213,11 +266,12 @@ class EnvelopePagination(PageNumberPagination):
 
 
 def is_api_request(request) -> bool:
-    return request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/")
+    path = request.path
+    return path.startswith((API_PREFIX, OPENAI_PREFIX)) or path == API_PREFIX.rstrip("/")
 
 
-# Django's own error answers under /api/ (its handlers, or with DEBUG on its technical
-# pages), as the envelope.
+# Django's own error answers under /api/ and /v1/ (its handlers, or with DEBUG on its
+# technical pages), as the envelope or, under /v1/, in OpenAI's shape.
 _ERROR_CODES = {
     400: ("bad_request", "Bad request."),
     403: ("forbidden", "Forbidden."),
@@ -227,9 +281,20 @@ _ERROR_CODES = {
 }
 
 
-def envelope_for_status(status: int) -> JsonResponse:
-    code, message = _ERROR_CODES.get(status, ("error", "The request could not be completed."))
+def _error_for(request, code: str, message: str, status: int):
+    """An error answer outside DRF (Django's handlers, the middleware), shaped by path."""
+    if is_openai_request(request):
+        status, body, headers = openai_error(code, message, status)
+        response = JsonResponse(body, status=status)
+        for name, value in headers.items():
+            response[name] = value
+        return response
     return error_response(code, message, status)
+
+
+def error_for_status(request, status: int) -> JsonResponse:
+    code, message = _ERROR_CODES.get(status, ("error", "The request could not be completed."))
+    return _error_for(request, code, message, status)
 
 
 class ApiErrorMiddleware:
@@ -250,7 +315,8 @@ class ApiErrorMiddleware:
             try:
                 request.body  # noqa: B018 - reads and size-checks the body
             except RequestDataTooBig:
-                return error_response(
+                return _error_for(
+                    request,
                     "payload_too_large",
                     f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
                     http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
@@ -261,13 +327,13 @@ class ApiErrorMiddleware:
             and response.status_code >= 400
             and not response.get("Content-Type", "").startswith("application/json")
         ):
-            return envelope_for_status(response.status_code)
+            return error_for_status(request, response.status_code)
         return response
 
 
 def handler404(request, exception=None):
     if is_api_request(request):
-        return envelope_for_status(http.HTTP_404_NOT_FOUND)
+        return error_for_status(request, http.HTTP_404_NOT_FOUND)
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
@@ -275,7 +341,7 @@ def handler404(request, exception=None):
 
 def handler500(request):
     if is_api_request(request):
-        return envelope_for_status(http.HTTP_500_INTERNAL_SERVER_ERROR)
+        return error_for_status(request, http.HTTP_500_INTERNAL_SERVER_ERROR)
     from django.views.defaults import server_error
 
     return server_error(request)
@@ -283,7 +349,7 @@ def handler500(request):
 
 def handler400(request, exception=None):
     if is_api_request(request):
-        return envelope_for_status(http.HTTP_400_BAD_REQUEST)
+        return error_for_status(request, http.HTTP_400_BAD_REQUEST)
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)
@@ -291,7 +357,7 @@ def handler400(request, exception=None):
 
 def handler403(request, exception=None):
     if is_api_request(request):
-        return envelope_for_status(http.HTTP_403_FORBIDDEN)
+        return error_for_status(request, http.HTTP_403_FORBIDDEN)
     from django.views.defaults import permission_denied
 
     return permission_denied(request, exception)
@@ -303,8 +369,8 @@ _STATUS_TEXT = {
     400: "Invalid input (codes: validation_error, parse_error, invalid_chat_id, content_blocked).",
     401: "Missing, invalid or expired token.",
     403: "Forbidden (forbidden, token_limit_exceeded).",
-    404: "Not found (chat_not_found, not_found).",
-    409: "Conflict (chat_limit_reached).",
+    404: "Not found (chat_not_found, api_key_not_found, not_found).",
+    409: "Conflict (chat_limit_reached, api_key_limit_reached).",
     413: "The request body is too large.",
     429: "Too many requests (rate_limited, throttled); see Retry-After.",
     502: (
@@ -401,3 +467,55 @@ def message_only_schema():
             "data": AlwaysNull(),
         },
     )
+
+
+_OPENAI_STATUS_TEXT = {
+    400: (
+        "Invalid request: unsupported_parameter, invalid_value (`param` names the "
+        "parameter), parse_error, content_blocked."
+    ),
+    401: "Missing, unknown or revoked API key (invalid_api_key).",
+    404: "Unknown model (model_not_found).",
+    413: "The request body is too large.",
+    429: (
+        "rate_limit_exceeded (see Retry-After), or insufficient_quota: the month's token "
+        "budget is spent (x-should-retry: false)."
+    ),
+    502: (
+        "The model service failed, or ended its reply unfinished, before any output "
+        "(upstream_error, upstream_incomplete)."
+    ),
+    503: "The model is unavailable (llm_unavailable, upstream_rate_limited; see Retry-After).",
+    504: "The model did not answer in time (upstream_timeout).",
+}
+
+
+@functools.cache
+def _openai_error_serializer():
+    from drf_spectacular.utils import inline_serializer
+    from rest_framework import serializers
+
+    return inline_serializer(
+        "OpenAIErrorBody",
+        {
+            "error": inline_serializer(
+                "OpenAIError",
+                {
+                    "message": serializers.CharField(),
+                    "type": serializers.CharField(),
+                    "code": serializers.CharField(allow_null=True),
+                    "param": serializers.CharField(allow_null=True),
+                },
+            )
+        },
+    )
+
+
+def openai_error_responses(*statuses: int) -> dict:
+    """drf-spectacular responses for /v1 error statuses, in OpenAI's error shape."""
+    from drf_spectacular.utils import OpenApiResponse
+
+    return {
+        status: OpenApiResponse(_openai_error_serializer(), description=_OPENAI_STATUS_TEXT[status])
+        for status in statuses
+    }

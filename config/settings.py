@@ -170,6 +170,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "config.negotiation.AnyAcceptNegotiation",
     "DEFAULT_PARSER_CLASSES": ["config.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "config.api.EnvelopePagination",
     "PAGE_SIZE": 20,
@@ -196,7 +197,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "SCHEMA_PATH_PREFIX": r"/api",
+    # /api and the OpenAI-compatible /v1 (tags and operation ids skip the prefix).
+    "SCHEMA_PATH_PREFIX": r"/(api|v1)",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -204,6 +206,10 @@ SPECTACULAR_SETTINGS = {
         "EnvelopeSuccessStatus": ["success"],
         "EnvelopeErrorStatus": ["error"],
         "MessageStatus": "chat.models.Message.Status",
+        "MessageRole": "chat.models.Message.Role",
+        # the /v1 API's roles (chat/openai_api/schema.py)
+        "ChatCompletionRole": ["system", "developer", "user", "assistant"],
+        "AssistantRole": ["assistant"],
     },
 }
 

@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/", include("billing.urls")),
     path("api/", include("accounts.urls")),
     path("api/", include("chat.urls")),
+    # The OpenAI-compatible API (API keys, OpenAI's shapes): docs/api.md.
+    path("v1/", include("chat.openai_api.urls")),
 ]
 
 handler400 = "config.api.handler400"

@@ -51,6 +51,16 @@ def test_openapi_schema_generates_without_warnings(tmp_path):
     text = (tmp_path / "schema.yaml").read_text()
     for operation in ("auth_register", "chat_message_send", "user_token_usage", "chat_delete"):
         assert f"operationId: {operation}" in text
+    # The API keys and the OpenAI-compatible /v1 API are listed too.
+    for operation in (
+        "api_keys_create",
+        "api_keys_revoke",
+        "v1_models_list",
+        "v1_models_retrieve",
+        "v1_chat_completions_create",
+    ):
+        assert f"operationId: {operation}" in text
+    assert "  /v1/chat/completions:" in text and "  /v1/models:" in text
 
 
 def test_schema_and_docs_pages_are_served(client, db):

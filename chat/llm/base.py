@@ -2,7 +2,8 @@
 
     provider = get_provider()
     stream = provider.stream_reply(system_prompt=..., history=[Turn("user", ...), ...],
-                                   message="...", max_output_tokens=512)
+                                   message="...", max_output_tokens=512,
+                                   options=GenerationOptions(temperature=0.2))  # optional
     for delta in stream:          # text deltas, as they arrive; raises LLMError subclasses
         ...
     stream.result                 # StreamResult(finish_reason, usage) once exhausted
@@ -37,6 +38,15 @@ class Usage:
     @property
     def total(self) -> int:
         return self.input_tokens + self.output_tokens + self.thinking_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationOptions:
+    """Sampling settings a caller may choose (the /v1 API); None: the model's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +85,7 @@ class LLMProvider(Protocol):
         history: Sequence[Turn],
         message: str,
         max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> ReplyStream: ...
 
     def count_tokens(self, text: str) -> int: ...

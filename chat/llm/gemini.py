@@ -26,7 +26,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from chat.llm.base import StreamResult, Turn, Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
 from chat.llm.errors import (
     ContentBlocked,
     LLMError,
@@ -184,7 +184,13 @@ class GeminiProvider:
         return self._client
 
     def stream_reply(
-        self, *, system_prompt: str, history: Sequence[Turn], message: str, max_output_tokens: int
+        self,
+        *,
+        system_prompt: str,
+        history: Sequence[Turn],
+        message: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> GeminiStream:
         if self.status() != "ok":
             raise LLMUnavailable("GEMINI_API_KEY is not set.")
@@ -192,9 +198,13 @@ class GeminiProvider:
             types.Content(role=turn.role, parts=[types.Part(text=turn.text)]) for turn in history
         ]
         contents.append(types.Content(role="user", parts=[types.Part(text=message)]))
+        options = options or GenerationOptions()
         config = types.GenerateContentConfig(
             system_instruction=system_prompt or None,
             max_output_tokens=max_output_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            stop_sequences=list(options.stop) or None,
             safety_settings=[
                 types.SafetySetting(category=category, threshold=settings.GEMINI_SAFETY_THRESHOLD)
                 for category in HARM_CATEGORIES

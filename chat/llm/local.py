@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from django.conf import settings
 
 from billing.tokens import estimate_tokens
-from chat.llm.base import StreamResult, Turn, Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
 
 OPENINGS = (
     "Here is an idea to build on.",
@@ -104,7 +104,13 @@ class LocalProvider:
         return "ok"
 
     def stream_reply(
-        self, *, system_prompt: str, history: Sequence[Turn], message: str, max_output_tokens: int
+        self,
+        *,
+        system_prompt: str,
+        history: Sequence[Turn],
+        message: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,  # ignored: the reply is deterministic
     ) -> LocalStream:
         input_tokens = (
             estimate_tokens(system_prompt)

@@ -73,7 +73,12 @@ def relay_reply(*, user, chat_id, message_id, after: int) -> Iterator[bytes]:
 
 
 def _resumed(body: Iterator[bytes]) -> Iterator[bytes]:
-    yield sse.RETRY
+    yield sse.RESUMED
+    for chunk in body:
+        if chunk != sse.KEEP_ALIVE:  # the first event
+            yield sse.RETRY + chunk
+            break
+        yield chunk
     yield from body
 
 

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Protocol
 
 from django.conf import settings
 
@@ -40,8 +41,16 @@ from config.api import ServiceError
 
 logger = logging.getLogger(__name__)
 
-_END = object()  # the provider's stream ended normally
+END = object()  # the provider's stream ended normally (put by read_upstream)
 _WAKE = object()  # look at the stop flag
+
+
+class Reading(Protocol):
+    """Whoever owns a reader (a Run; a /v1 completion, chat/completions.py): the reader
+    lets the upstream call go at its next delta once either flag is set."""
+
+    stop_requested: bool
+    closing: bool
 
 
 def start_reply(*, user, chat_id: str, text: str) -> Run:
@@ -113,12 +122,9 @@ class Run:
             self._end(result, error)
 
     def _let_upstream_go(self) -> None:
-        """A run that ends before its stream did (a stop, the budget, an error of ours) closes
-        the upstream call: the reader at its next delta, and at once where the provider's
-        stream can be closed from here (the local model; the SDK's cannot, mid-read)."""
         self.closing = True
-        if self._stream is not None and self._stream.result is None:
-            self._stream.close()
+        if self._stream is not None:
+            let_upstream_go(self._stream)
 
     def _relay_upstream(self) -> tuple[StreamResult | None, ServiceError | None]:
         exchange = self.exchange
@@ -132,7 +138,7 @@ class Run:
         except LLMError as exc:
             return None, exc
         reader = threading.Thread(
-            target=_read_upstream, args=(self._stream, self._queue, self), daemon=True
+            target=read_upstream, args=(self._stream, self._queue, self), daemon=True
         )
         reader.start()
         output = OutputCount(exchange.output_cap, enforced=exchange.budget_capped)
@@ -142,7 +148,7 @@ class Run:
                 return None, None
             if item is _WAKE:
                 continue
-            if item is _END:
+            if item is END:
                 return self._stream.result, None
             if isinstance(item, LLMError):
                 return None, item
@@ -234,17 +240,27 @@ def _budget(user) -> dict:
     return budget_snapshot(user=user)
 
 
-def _read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Run) -> None:
-    """The reader: the provider's deltas into the run's queue. When the run stops (or ends
-    early) it closes the upstream call at its next delta (or the provider's silence
-    timeout)."""
+def let_upstream_go(stream: ReplyStream) -> None:
+    """Close the upstream call of a reply that ends before its stream did (a stop, the
+    budget, an error of ours, a gone client): the reader does at its next delta (its owner
+    has set `closing`), and this does at once where the provider's stream can be closed from
+    here (the local model; the SDK's cannot, mid-read)."""
+    if stream.result is None:
+        stream.close()
+
+
+def read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Reading) -> None:
+    """The reader, on its own greenlet/thread: the provider's deltas into `into`, then END,
+    or the LLMError that ended it (an unmapped exception becomes UpstreamError). When its
+    owner stops (or ends early) it closes the upstream call at its next delta (or the
+    provider's silence timeout)."""
     try:
         for delta in stream:
             if run.stop_requested or run.closing:
                 break
             into.put(delta)
         else:
-            into.put(_END)
+            into.put(END)
     except LLMError as exc:
         into.put(exc)
     except Exception:  # a provider must map its failures; never let one kill the run

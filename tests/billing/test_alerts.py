@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from model_bakery import baker
 from standardwebhooks import Webhook
@@ -24,6 +24,7 @@ from billing.alerts import backoff, record_threshold_alerts
 from billing.models import BudgetAlert, LedgerEntry, TokenBudget
 from billing.services import current_period, get_budget, reserve_tokens, reset_budget
 from billing.services import settle_reservation as settle_reservation_service
+from tests.concurrency import errors_of, together
 from tests.live import ROOT, free_port, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a test key of 32 bytes, not real").decode()
@@ -98,27 +99,6 @@ def test_backoff_doubles_up_to_six_hours():
     assert backoff(30) == timedelta(hours=6)
 
 
-def _in_threads(count, target):
-    barrier = threading.Barrier(count)
-    errors = []
-
-    def run():
-        barrier.wait()
-        try:
-            target()
-        except Exception as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return errors
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_twenty_parallel_settles_record_each_crossing_exactly_once(settings):
@@ -143,7 +123,7 @@ def test_twenty_parallel_settles_record_each_crossing_exactly_once(settings):
             source="provider",
         )
 
-    assert _in_threads(20, settle_one) == []
+    assert errors_of(together(*[settle_one] * 20)) == []
     assert thresholds(user) == [50, 80, 100]
     for alert in BudgetAlert.objects.filter(user=user):
         assert alert.used == alert.threshold * 10  # 50 tokens a settle: lands exactly on it
@@ -167,7 +147,7 @@ def test_parallel_recorders_of_one_crossing_insert_one_row(settings):
                 user_id=user.pk, period=budget.period, limit=100, used_before=70, used_after=90
             )
 
-    assert _in_threads(20, record) == []
+    assert errors_of(together(*[record] * 20)) == []
     assert BudgetAlert.objects.filter(user=user, threshold=80).count() == 1
 
 

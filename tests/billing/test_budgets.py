@@ -1,12 +1,11 @@
 """Budgets, reservations and the ledger (billing services)."""
 
-import threading
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
 from model_bakery import baker
@@ -24,6 +23,7 @@ from billing.services import (
     set_monthly_limit,
     settle_reservation,
 )
+from tests.concurrency import together
 
 
 def assert_invariant(user):
@@ -236,27 +236,6 @@ def test_token_usage_needs_a_token(api_client, db):
     assert api_client.get("/api/user/token-usage").status_code == 401
 
 
-def _in_threads(count, target):
-    barrier = threading.Barrier(count)
-    results = []
-
-    def run():
-        barrier.wait()
-        try:
-            results.append(target())
-        except Exception as exc:
-            results.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_twenty_parallel_reservations_against_a_budget_for_five(settings):
@@ -264,8 +243,8 @@ def test_twenty_parallel_reservations_against_a_budget_for_five(settings):
     user = baker.make("accounts.User")
     get_budget(user=user)
 
-    results = _in_threads(
-        20, lambda: reserve_tokens(user=user, input_tokens=50, max_output_tokens=50)
+    results = together(
+        *[lambda: reserve_tokens(user=user, input_tokens=50, max_output_tokens=50)] * 20
     )
 
     holds = [r for r in results if isinstance(r, TokenReservation)]
@@ -283,7 +262,7 @@ def test_parallel_settles_of_one_reservation_bill_once():
     user = baker.make("accounts.User")
     hold = reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)
     message_id = uuid.uuid4()
-    results = _in_threads(8, lambda: settle(hold, 10, 10, message_id))
+    results = together(*[lambda: settle(hold, 10, 10, message_id)] * 8)
     assert all(isinstance(r, LedgerEntry) for r in results)
     assert LedgerEntry.objects.filter(message_id=message_id).count() == 1
     assert TokenBudget.objects.get(user=user).used == 20

@@ -83,3 +83,28 @@ def test_the_schema_declares_the_stream_and_json_errors(client, db):
     assert list(responses["200"]["content"]) == ["text/event-stream"]
     for status in ("400", "403", "404", "429", "502", "503", "504"):
         assert list(responses[status]["content"]) == ["application/json"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/chat", "/api/chat/{chat}", "/api/user/me", "/api/user/token-usage"]
+)
+def test_a_json_endpoint_answers_json_to_a_client_that_accepts_only_event_streams(
+    auth_client, chat, path
+):
+    """httpx-sse's connect_sse writes `Accept: text/event-stream` into the headers dict it is
+    given, so a client that reuses that dict asks every endpoint for an event stream. The API
+    speaks JSON: it disregards an Accept it cannot meet (RFC 9110 allows it) rather than 406."""
+    response = auth_client.get(path.format(chat=chat.pk), HTTP_ACCEPT="text/event-stream")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["status"] == "success"
+
+
+def test_the_schema_still_negotiates_its_format(client):
+    as_json = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    as_yaml = client.get("/api/schema", HTTP_ACCEPT="application/vnd.oai.openapi")
+
+    assert as_json["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    assert as_yaml["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert as_json.json()["openapi"].startswith("3.")

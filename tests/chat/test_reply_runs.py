@@ -2,6 +2,7 @@
 detail, the database event log. Through the HTTP surface, in-process (the run is on its own
 thread, hence transactional tests); the live tests are in test_reply_runs_live.py."""
 
+import json
 import threading
 import uuid
 
@@ -73,6 +74,23 @@ def test_the_message_response_names_the_reply_and_its_events_have_ids(auth_clien
     assert reply.status == "complete" and reply.content == texts(events)
     assert reply.stream_offsets[-1] == len(reply.content) and len(reply.stream_offsets) == 12
     assert reply.reply_to_id == uuid.UUID(events[-1]["user_message_id"])
+
+
+def test_a_resumed_stream_gives_a_third_party_sse_parser_only_json_events(auth_client, chat):
+    """httpx-sse (like several clients) hands out a block holding only `retry:` as an event
+    with empty data; a resumed stream must not send one, or `json.loads(event.data)` fails."""
+    from httpx_sse._decoders import SSEDecoder
+
+    first = parse_events(streamed_body(send(auth_client, chat.pk)))
+    reply_id = first[-1]["message_id"]
+
+    raw = streamed_body(stream(auth_client, chat.pk, reply_id, after=10))
+
+    decoder = SSEDecoder()
+    decoded = [e for line in raw.decode().splitlines() if (e := decoder.decode(line))]
+    assert [json.loads(e.data) for e in decoded] == first[10:]
+    assert [e.id for e in decoded] == ["11", "12", "13"]
+    assert decoded[0].retry == 1000  # the reconnection delay still reaches EventSource
 
 
 @pytest.mark.parametrize("how", ["last-event-id", "after"])

@@ -106,9 +106,23 @@ def test_no_api_key_jwt_or_password_in_any_log_line(tmp_path, fake_gemini):
             json={"username": username, "password": "wrong-" + PASSWORD},
         )
         httpx.get(f"{server.url}/api/user/me", headers={"Authorization": "Bearer " + token[:-3]})
+        # The OpenAI-compatible API with a key of the user's: a completion, a stream, a bad key.
+        api_key = httpx.post(f"{server.url}/api/keys", json={}, headers=headers).json()["data"]
+        api_key = api_key["key"]
+        v1 = {"Authorization": f"Bearer {api_key}"}
+        model = httpx.get(f"{server.url}/v1/models", headers=v1).json()["data"][0]["id"]
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        for stream in (False, True):
+            httpx.post(
+                f"{server.url}/v1/chat/completions",
+                json={**body, "stream": stream},
+                headers=v1,
+                timeout=30,
+            ).read()
+        httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {api_key}x"})
         log = server.log()
-    assert "api/chat" in log  # the run was logged at all
-    for secret in (key, token, PASSWORD, token.split(".")[2]):
+    assert "api/chat" in log and "v1/chat/completions" in log  # the run was logged at all
+    for secret in (key, token, PASSWORD, token.split(".")[2], api_key, api_key[11:]):
         assert secret not in log
 
 

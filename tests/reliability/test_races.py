@@ -1,16 +1,14 @@
 """Races on PostgreSQL with real threads: deletes against messages, parallel refreshes of one
 refresh token, two users hammering the same endpoints."""
 
-import threading
-
 import pytest
-from django.db import connection
 from model_bakery import baker
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
+from tests.concurrency import together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -21,28 +19,6 @@ def _offline(settings):
     settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
     settings.MESSAGE_RATE_LIMIT_MS = 0
     settings.MAX_CHATS_PER_USER = 100
-
-
-def together(*targets):
-    """Run the callables at the same instant on their own threads; return their results."""
-    barrier = threading.Barrier(len(targets))
-    results = [None] * len(targets)
-
-    def run(index, target):
-        barrier.wait()
-        try:
-            results[index] = target()
-        except Exception as exc:
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i, t)) for i, t in enumerate(targets)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def client_for(user):
