@@ -231,6 +231,7 @@ def settle_reservation(
             settlement = _settle_in_one_statement(
                 reservation_id=reservation_id,
                 chat_id=chat_id,
+                api_key_id=api_key_id,
                 message_id=message_id,
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
@@ -362,9 +363,10 @@ WITH locked AS (
     RETURNING row.id
 ), entry AS (
     INSERT INTO billing_ledgerentry
-        (user_id, period, kind, chat_id, message_id, input_tokens, output_tokens, total,
-         source, model, cost, currency, actor_id, note, created_at)
-    SELECT user_id, period, %(kind)s, %(chat)s, %(message)s, %(input)s, %(output)s, charge,
+        (user_id, period, kind, chat_id, api_key_id, message_id, input_tokens, output_tokens,
+         total, source, model, cost, currency, actor_id, note, created_at)
+    SELECT user_id, period, %(kind)s, %(chat)s, %(api_key)s, %(message)s, %(input)s,
+           %(output)s, charge,
            %(source)s, %(model)s, cost,
            CASE WHEN cost IS NULL THEN '' ELSE price_currency END, NULL,
            CASE WHEN charge = %(reported)s THEN '' ELSE %(clamped)s END, %(now)s
@@ -380,7 +382,7 @@ CLAMPED_NOTE = "clamped to the limit"
 
 
 def _settle_in_one_statement(
-    *, reservation_id, chat_id, message_id, input_tokens, output_tokens, source, model
+    *, reservation_id, chat_id, api_key_id, message_id, input_tokens, output_tokens, source, model
 ) -> Settlement | None:
     """None when the hold was settled already (nothing written)."""
     now = timezone.now()
@@ -391,6 +393,7 @@ def _settle_in_one_statement(
         "now": now,
         "message": message_id,
         "chat": chat_id,
+        "api_key": api_key_id,
         "active": TokenReservation.State.ACTIVE,
         "settled": TokenReservation.State.SETTLED,
         "kind": LedgerEntry.Kind.EXCHANGE,
@@ -432,6 +435,7 @@ def _settle_in_one_statement(
         period=period,
         kind=LedgerEntry.Kind.EXCHANGE,
         chat_id=chat_id,
+        api_key_id=api_key_id,
         message_id=message_id,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
