@@ -23,6 +23,20 @@ class LoginLocked(ServiceError):
     )
 
 
+class UserNotFound(ServiceError):
+    """A valid access token of a user that no longer exists (JWTAuthentication's 401)."""
+
+    code = "authentication_failed"
+    status = http.HTTP_401_UNAUTHORIZED
+    default_message = "User not found"
+
+
+class UserInactive(ServiceError):
+    code = "authentication_failed"
+    status = http.HTTP_401_UNAUTHORIZED
+    default_message = "User is inactive"
+
+
 class ApiKeyNotFound(ServiceError):
     code = "api_key_not_found"
     status = http.HTTP_404_NOT_FOUND

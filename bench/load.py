@@ -37,7 +37,11 @@ class StreamStats:
         return [b - a for a, b in itertools.pairwise(chunks)]
 
 
-async def stream_once(host: str, port: int, path: str, headers: dict, body: bytes) -> StreamStats:
+async def stream_once(
+    host: str, port: int, path: str, headers: dict, body: bytes, done_marker: bytes = b'"done"'
+) -> StreamStats:
+    """One POST over its own HTTP/1.0 connection; ok when the status is 200 and an event holding
+    `done_marker` (and no error) came."""
     stats = StreamStats(started=time.perf_counter())
     try:
         reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
@@ -54,7 +58,7 @@ async def stream_once(host: str, port: int, path: str, headers: dict, body: byte
         while line := await reader.readline():
             if line.startswith(b"data: "):
                 stats.events.append(time.perf_counter())
-                if b'"done"' in line:
+                if done_marker in line:
                     done = b'"error"' not in line
         writer.close()
         stats.ok = stats.status == 200 and done

@@ -1,8 +1,9 @@
 """Where one message's time goes: N messages in-process (Django's test client, real JWT,
-PostgreSQL, the offline model with an instant reply), CPU and wall time per message, then
-pyinstrument's call tree.
+PostgreSQL, the production provider: google-genai against bench/upstream.py over HTTP with an
+instant reply of --chunks chunks; --local for the offline model), CPU and wall time per
+message, then pyinstrument's call tree.
 
-    python -m bench.profile_message [--messages 300]       (PostgreSQL on 127.0.0.1)
+    python -m bench.profile_message [--messages 300] [--chunks 20] [--local]
 
 Uses the benchmark's database (bench.run.prepare_database recreates it). The reply's run
 works on a thread of its own (chat/reply/run.py): the CPU figure covers every thread of this
@@ -14,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import time
 
 import django
@@ -24,8 +27,24 @@ from bench.run import DB, PG, prepare_database
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--local", action="store_true", help="the offline model instead")
     args = parser.parse_args()
     prepare_database()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "bench.upstream", "--chunks", str(args.chunks)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    port = int(upstream.stdout.readline().split()[1])
+    try:
+        run(args, port)
+    finally:
+        upstream.terminate()
+        upstream.wait()
+
+
+def run(args, port: int) -> None:
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -35,8 +54,10 @@ def main() -> None:
             "SECRET_KEY": "profile-" + "k" * 60,
             "SECURE_SSL_REDIRECT": "false",
             "ALLOWED_HOSTS": "testserver",
-            "LLM_PROVIDER": "local",
-            "LOCAL_LLM_CHUNKS": "50",
+            "LLM_PROVIDER": "local" if args.local else "gemini",
+            "GEMINI_API_KEY": "profile-key",
+            "GEMINI_BASE_URL": f"http://127.0.0.1:{port}",
+            "LOCAL_LLM_CHUNKS": str(args.chunks),
             "LOCAL_LLM_CHUNK_DELAY_MS": "0",
             "MESSAGE_RATE_LIMIT_MS": "0",
             "DEFAULT_TOKEN_LIMIT": "1000000000",

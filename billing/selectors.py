@@ -19,7 +19,7 @@ RECENT_LEDGER_ENTRIES = 20
 
 def current_budget_or_none(*, user) -> TokenBudget | None:
     """This month's budget row if the user has one; never opens it (a read for staff pages)."""
-    return TokenBudget.objects.filter(user=user, period=current_period()).first()
+    return TokenBudget.objects.filter(user_id=user.pk, period=current_period()).first()
 
 
 def budget_snapshot(*, user) -> dict:

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -31,6 +32,8 @@ def next_period(period: date) -> date:
 
 
 def limit_for(user) -> int:
+    if getattr(user, "from_token_only", False):  # known from its token: read its own limit
+        user = get_user_model().objects.only("monthly_token_limit").get(pk=user.pk)
     custom = getattr(user, "monthly_token_limit", None)
     return settings.DEFAULT_TOKEN_LIMIT if custom is None else custom
 
@@ -39,14 +42,14 @@ def get_budget(*, user, period: date | None = None) -> TokenBudget:
     """The user's budget row for the month, opened on first use (no cron needed)."""
     period = period or current_period()
     try:
-        return TokenBudget.objects.get(user=user, period=period)
+        return TokenBudget.objects.get(user_id=user.pk, period=period)
     except TokenBudget.DoesNotExist:
         pass
     try:
         with transaction.atomic():
-            return TokenBudget.objects.create(user=user, period=period, limit=limit_for(user))
+            return TokenBudget.objects.create(user_id=user.pk, period=period, limit=limit_for(user))
     except IntegrityError:  # another request opened it first
-        return TokenBudget.objects.get(user=user, period=period)
+        return TokenBudget.objects.get(user_id=user.pk, period=period)
 
 
 def _locked_budget(*, user, period: date | None = None) -> TokenBudget:
@@ -54,10 +57,10 @@ def _locked_budget(*, user, period: date | None = None) -> TokenBudget:
     period = period or current_period()
     locked = TokenBudget.objects.select_for_update(no_key=True)
     try:
-        return locked.get(user=user, period=period)
+        return locked.get(user_id=user.pk, period=period)
     except TokenBudget.DoesNotExist:
         get_budget(user=user, period=period)
-        return locked.get(user=user, period=period)
+        return locked.get(user_id=user.pk, period=period)
 
 
 def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenReservation:
@@ -66,6 +69,10 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
     Raises BudgetExceeded when the remaining budget cannot cover the input and at least
     one output token.
     """
+    if connection.vendor == "postgresql":
+        return _reserve_in_one_statement(
+            user=user, input_tokens=input_tokens, max_output_tokens=max_output_tokens
+        )
     # savepoint=False: inside the caller's transaction a failure aborts it all anyway,
     # and the message path saves two round trips per call.
     with transaction.atomic(savepoint=False):
@@ -76,15 +83,91 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
             amount = input_tokens + output_cap
             TokenBudget.objects.filter(pk=budget.pk).update(reserved=F("reserved") + amount)
             return TokenReservation.objects.create(
-                user=user,
+                user_id=user.pk,
                 budget=budget,
                 amount=amount,
                 output_cap=output_cap,
                 expires_at=timezone.now() + timedelta(seconds=settings.RESERVATION_TTL_S),
             )
     # Raised outside the block: nothing was written, and the caller's transaction stays usable.
+    raise _budget_exceeded(budget, input_tokens)
+
+
+# The same rules as reserve_tokens' ORM path, as one statement (one round trip instead of
+# three): lock the month's budget row, and only if what remains covers the input and at least
+# one output token, add the hold to `reserved` and insert the reservation. The first
+# message of a month opens the row through get_budget() and runs it again.
+_RESERVE_SQL = """
+WITH budget AS (
+    SELECT id, "limit", used, reserved, "limit" - used - reserved - %(input)s AS left_over
+    FROM billing_tokenbudget
+    WHERE user_id = %(user)s AND period = %(period)s
+    FOR NO KEY UPDATE
+), hold AS (
+    UPDATE billing_tokenbudget AS row
+    SET reserved = row.reserved + %(input)s + LEAST(%(max_output)s, budget.left_over)
+    FROM budget
+    WHERE row.id = budget.id AND budget.left_over >= 1
+    RETURNING row.id, LEAST(%(max_output)s, budget.left_over) AS output_cap
+), reservation AS (
+    INSERT INTO billing_tokenreservation
+        (user_id, budget_id, amount, output_cap, state, created_at, expires_at)
+    SELECT %(user)s, hold.id, %(input)s + hold.output_cap, hold.output_cap, %(active)s,
+           %(now)s, %(expires)s
+    FROM hold
+    RETURNING id, output_cap
+)
+SELECT budget.id, budget."limit", budget.used, budget.reserved, reservation.id,
+       reservation.output_cap
+FROM budget LEFT JOIN reservation ON TRUE
+"""
+
+
+def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int):
+    period = current_period()
+    now = timezone.now()
+    params = {
+        "input": input_tokens,
+        "max_output": max_output_tokens,
+        "user": user.pk,
+        "period": period,
+        "active": TokenReservation.State.ACTIVE,
+        "now": now,
+        "expires": now + timedelta(seconds=settings.RESERVATION_TTL_S),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RESERVE_SQL, params)
+        row = cursor.fetchone()
+        if row is None:  # the month's first message: open the row, then hold
+            get_budget(user=user, period=period)
+            cursor.execute(_RESERVE_SQL, params)
+            row = cursor.fetchone()
+    budget_id, limit, used, reserved, reservation_id, output_cap = row
+    budget = TokenBudget(
+        id=budget_id, user_id=user.pk, period=period, limit=limit, used=used, reserved=reserved
+    )
+    if reservation_id is None:
+        raise _budget_exceeded(budget, input_tokens)
+    budget._state.adding = False
+    budget.reserved += input_tokens + output_cap
+    reservation = TokenReservation(
+        id=reservation_id,
+        user_id=user.pk,
+        budget=budget,
+        amount=input_tokens + output_cap,
+        output_cap=output_cap,
+        state=TokenReservation.State.ACTIVE,
+        created_at=now,
+        expires_at=params["expires"],
+    )
+    reservation._state.adding = False
+    return reservation
+
+
+def _budget_exceeded(budget: TokenBudget, input_tokens: int) -> BudgetExceeded:
+    remaining = budget.limit - budget.used - budget.reserved
     needed, left = input_tokens + 1, max(0, remaining)
-    raise BudgetExceeded(
+    return BudgetExceeded(
         f"This message needs about {needed} tokens; {left} remain in your monthly budget.",
         details={
             "limit": budget.limit,
@@ -143,6 +226,20 @@ def settle_reservation(
     the tokens it reported (thinking tokens are output), at `model`'s price in force now;
     none when the model has no price. Crossing an alert threshold records the alert.
     """
+    if connection.vendor == "postgresql":
+        with transaction.atomic(savepoint=False):  # the alerts commit with the settle
+            settlement = _settle_in_one_statement(
+                reservation_id=reservation_id,
+                chat_id=chat_id,
+                api_key_id=api_key_id,
+                message_id=message_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                source=source,
+                model=model,
+            )
+        if settlement is not None:
+            return settlement
     with transaction.atomic(savepoint=False):
         reservation = _locked_reservation(reservation_id, price_of=model)
         budget = reservation.budget
@@ -199,7 +296,7 @@ def settle_reservation(
             model=model,
             cost=cost,
             currency=currency,
-            note="" if charge == reported else "clamped to the limit",
+            note="" if charge == reported else CLAMPED_NOTE,
         )
         record_threshold_alerts(
             user_id=reservation.user_id,
@@ -212,6 +309,148 @@ def settle_reservation(
         budget.used += charge
         budget.reserved -= held
         return Settlement(entry=entry, budget=budget.snapshot())
+
+
+# The same rules as settle_reservation's ORM path, as one statement (one round trip instead of
+# five): lock the reservation and its budget together (as _locked_reservation does), read the
+# model's price in force; unless the hold is settled already, charge what was reported
+# clamped so `used` never passes the limit, drop the hold if it is still active, add the
+# cost, mark the hold settled and write the ledger entry. Python then logs a clamp and
+# records threshold alerts, as the ORM path does. A hold found settled (a second settle of
+# the same reply) goes the ORM path, which returns the first entry: the statement itself
+# cannot look for that entry, since a settle that waited for the locks reads other tables
+# as they were before it waited (the locked rows alone are re-read once the lock is granted).
+_SETTLE_SQL = """
+WITH locked AS (
+    SELECT r.id, r.user_id, r.state, r.amount, b.id AS budget_id, b.period, b."limit", b.used,
+           b.reserved, price.input_per_million, price.output_per_million,
+           price.currency AS price_currency
+    FROM billing_tokenreservation r
+    JOIN billing_tokenbudget b ON b.id = r.budget_id
+    LEFT JOIN LATERAL (
+        SELECT input_per_million, output_per_million, currency
+        FROM billing_modelprice
+        WHERE model = %(model)s AND effective_from <= %(now)s
+        ORDER BY effective_from DESC
+        LIMIT 1
+    ) price ON TRUE
+    WHERE r.id = %(reservation)s
+    FOR NO KEY UPDATE OF r, b
+), holds AS (
+    SELECT locked.*, CASE WHEN state = %(active)s THEN amount ELSE 0 END AS held
+    FROM locked
+    WHERE state <> %(settled)s
+), figures AS (
+    SELECT holds.*,
+           GREATEST(0, LEAST(%(reported)s, "limit" - used - (reserved - held))) AS charge,
+           ROUND((%(input)s * input_per_million + %(output)s * output_per_million)
+                 * 0.000001, 10) AS cost
+    FROM holds
+), charged AS (
+    UPDATE billing_tokenbudget AS row
+    SET used = row.used + figures.charge, reserved = row.reserved - figures.held,
+        cost = row.cost + COALESCE(figures.cost, 0),
+        currency = CASE WHEN figures.cost IS NULL THEN row.currency
+                        ELSE figures.price_currency END
+    FROM figures
+    WHERE row.id = figures.budget_id
+    RETURNING row.id
+), settled AS (
+    UPDATE billing_tokenreservation AS row
+    SET state = %(settled)s
+    FROM figures
+    WHERE row.id = figures.id
+    RETURNING row.id
+), entry AS (
+    INSERT INTO billing_ledgerentry
+        (user_id, period, kind, chat_id, api_key_id, message_id, input_tokens, output_tokens,
+         total, source, model, cost, currency, actor_id, note, created_at)
+    SELECT user_id, period, %(kind)s, %(chat)s, %(api_key)s, %(message)s, %(input)s,
+           %(output)s, charge,
+           %(source)s, %(model)s, cost,
+           CASE WHEN cost IS NULL THEN '' ELSE price_currency END, NULL,
+           CASE WHEN charge = %(reported)s THEN '' ELSE %(clamped)s END, %(now)s
+    FROM figures
+    RETURNING id
+)
+SELECT locked.user_id, locked.budget_id, locked.period, locked."limit", locked.used,
+       locked.reserved, locked.state, figures.held, figures.charge,
+       figures.cost, figures.price_currency, (SELECT id FROM entry)
+FROM locked LEFT JOIN figures ON TRUE
+"""
+CLAMPED_NOTE = "clamped to the limit"
+
+
+def _settle_in_one_statement(
+    *, reservation_id, chat_id, api_key_id, message_id, input_tokens, output_tokens, source, model
+) -> Settlement | None:
+    """None when the hold was settled already (nothing written)."""
+    now = timezone.now()
+    reported = input_tokens + output_tokens
+    params = {
+        "reservation": reservation_id,
+        "model": model,
+        "now": now,
+        "message": message_id,
+        "chat": chat_id,
+        "api_key": api_key_id,
+        "active": TokenReservation.State.ACTIVE,
+        "settled": TokenReservation.State.SETTLED,
+        "kind": LedgerEntry.Kind.EXCHANGE,
+        "reported": reported,
+        "input": input_tokens,
+        "output": output_tokens,
+        "source": source,
+        "clamped": CLAMPED_NOTE,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_SETTLE_SQL, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise TokenReservation.DoesNotExist(f"No reservation {reservation_id}")
+    user_id, budget_id, period, limit, used, reserved, state = row[:7]
+    held, charge, cost, price_currency, entry_id = row[7:]
+    if state == TokenReservation.State.SETTLED:
+        return None
+    budget = TokenBudget(
+        id=budget_id, user_id=user_id, period=period, limit=limit, used=used, reserved=reserved
+    )
+    if charge != reported:
+        logger.warning(
+            "Usage clamped to the limit: user %s, reported %s tokens "
+            "(input %s + output %s), billed %s, over by %s",
+            user_id,
+            reported,
+            input_tokens,
+            output_tokens,
+            charge,
+            reported - charge,
+        )
+    record_threshold_alerts(
+        user_id=user_id, period=period, limit=limit, used_before=used, used_after=used + charge
+    )
+    entry = LedgerEntry(
+        id=entry_id,
+        user_id=user_id,
+        period=period,
+        kind=LedgerEntry.Kind.EXCHANGE,
+        chat_id=chat_id,
+        api_key_id=api_key_id,
+        message_id=message_id,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total=charge,
+        source=source,
+        model=model,
+        cost=cost,
+        currency="" if cost is None else price_currency,
+        note="" if charge == reported else CLAMPED_NOTE,
+        created_at=now,
+    )
+    entry._state.adding = False
+    budget.used += charge
+    budget.reserved -= held
+    return Settlement(entry=entry, budget=budget.snapshot())
 
 
 def release_reservation(*, reservation_id: int, reason: str = "") -> bool:

@@ -9,6 +9,7 @@ ends. (A read of the last time followed by a write lets two parallel attempts bo
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
@@ -27,6 +28,23 @@ def check_rate_limit(*, user, window_ms: int) -> None:
         raise RateLimited(retry_after=math.ceil(remaining_ms / 1000))
 
 
+_shared_lock = threading.Lock()
+_shared: dict[tuple, object] = {}
+
+
+def _shared_client(cache: RedisCache):
+    """The cache's Redis client, one per process and server set. Django's cache object is
+    per thread, with gevent per greenlet, so per request, and so is the connection pool of its
+    own client: through it each message opened (and dropped) a Redis connection, ~2 ms of
+    CPU (docs/operations.md). The servers and options are the cache's own."""
+    identity = (tuple(cache._servers), repr(sorted(cache._options.items())))
+    shared = _shared.get(identity)
+    if shared is None:
+        with _shared_lock:
+            shared = _shared.setdefault(identity, cache._cache)
+    return shared
+
+
 def _claim(key: str, window_ms: int) -> float | None:
     """None when this call claimed the window, else the milliseconds left of it."""
     cache = caches[DEFAULT_CACHE_ALIAS]  # the backend itself (django.core.cache.cache is a proxy)
@@ -37,7 +55,7 @@ def _claim(key: str, window_ms: int) -> float | None:
         # Django's RedisCache has no public client accessor; its client's get_client() is
         # what its own add()/set() use (same pool, same server choice).
         redis_key = cache.make_and_validate_key(key)
-        client = cache._cache.get_client(redis_key, write=True)
+        client = _shared_client(cache).get_client(redis_key, write=True)
         if client.set(redis_key, 1, nx=True, px=window_ms):
             return None
         return max(client.pttl(redis_key), 0)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.auth import get_user_model
+from django.db.models import Subquery
+
+from accounts.authentication import needs_active_check, refuse_unless_active
 from billing.selectors import chat_cost
 from billing.tokens import chat_token_stats
 from chat.exceptions import (
@@ -36,12 +40,32 @@ def access_reply(*, user, chat_id, message_id) -> Message:
     or one in a deleted chat, is 404: its existence is not revealed."""
     chat_pk = parse_chat_id(chat_id)
     pk = parse_message_id(message_id)
-    reply = Message.objects.filter(
-        pk=pk, chat_id=chat_pk, role=Message.Role.MODEL, chat__owner=user, chat__is_active=True
+    replies = Message.objects.all()
+    check_caller = needs_active_check(user)
+    if check_caller:  # a user known only from its token: checked in the same statement
+        caller = get_user_model().objects.filter(pk=user.pk).values("is_active")
+        replies = replies.annotate(caller_active=Subquery(caller[:1]))
+    reply = replies.filter(
+        pk=pk,
+        chat_id=chat_pk,
+        role=Message.Role.MODEL,
+        chat__owner_id=user.pk,
+        chat__is_active=True,
     ).first()
+    if check_caller:
+        _refuse_an_inactive_caller(reply, caller)
     if reply is None:
         raise MessageNotFound()
     return reply
+
+
+def _refuse_an_inactive_caller(row, caller) -> None:
+    """401 for a deleted or deactivated caller; with no row its status is read on its own
+    (an error path)."""
+    if row is not None:
+        refuse_unless_active(row.caller_active)
+    else:
+        refuse_unless_active((caller.first() or {}).get("is_active"))
 
 
 def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
@@ -51,10 +75,19 @@ def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
     own UPDATE: a concurrent delete then either lands first (404) or waits. NO KEY: a plain
     FOR UPDATE would also block the KEY SHARE lock that inserting a reply into the chat
     takes, and a settle that holds the budget row while inserting its reply would deadlock.
+
+    A user known only from a token (the message endpoint's stateless JWT) is checked here,
+    in the same statement: deleted or deactivated is 401 authentication_failed.
     """
     pk = parse_chat_id(chat_id)
-    chats = Chat.objects.select_for_update(no_key=True) if lock else Chat.objects
+    chats = Chat.objects.select_for_update(no_key=True, of=("self",)) if lock else Chat.objects
+    check_caller = needs_active_check(user)
+    if check_caller:
+        caller = get_user_model().objects.filter(pk=user.pk).values("is_active")
+        chats = chats.annotate(caller_active=Subquery(caller[:1]))
     chat = chats.filter(pk=pk).first()
+    if check_caller:
+        _refuse_an_inactive_caller(chat, caller)
     if chat is None or not chat.is_active:
         raise ChatNotFound()
     if chat.owner_id != user.pk:

@@ -4,6 +4,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.views import APIView
 
+from accounts.authentication import StatelessJWTAuthentication
 from chat import selectors, services, sse
 from chat.reply.relay import parse_after, relay_reply, relay_run
 from chat.reply.run import start_reply
@@ -90,6 +91,9 @@ class ChatDetailView(APIView):
 
 
 class MessageView(APIView):
+    # The access token alone (no user row query); the set-up checks the user is active.
+    authentication_classes = [StatelessJWTAuthentication]
+
     @extend_schema(
         operation_id="chat_message_send",
         parameters=[CHAT_ID],
@@ -116,6 +120,9 @@ class MessageView(APIView):
 
 
 class ReplyStreamView(APIView):
+    # As the message endpoint: the token alone; access_reply checks the user is active.
+    authentication_classes = [StatelessJWTAuthentication]
+
     @extend_schema(
         operation_id="chat_reply_stream",
         parameters=[
@@ -155,6 +162,8 @@ class ReplyStreamView(APIView):
 
 
 class ReplyStopView(APIView):
+    authentication_classes = [StatelessJWTAuthentication]  # access_reply checks is_active
+
     @extend_schema(
         operation_id="chat_reply_stop",
         parameters=[CHAT_ID, MESSAGE_ID],

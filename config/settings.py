@@ -88,9 +88,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # than the node sets up in this time waits in the pool's FIFO queue until then.
         "timeout": env.float("DB_POOL_TIMEOUT", default=30.0),
     }
-    # Django then has the pool check a connection when it hands it out, so after a
-    # PostgreSQL restart the service recovers by itself instead of failing on stale ones.
+    # The pool checks a connection when it hands it out, so after a PostgreSQL restart the
+    # service recovers by itself instead of failing on stale ones; config.postgresql makes
+    # that check free (no round trip) unless the idle connection's socket is readable.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
 else:
     # SQLite (development, `make run` with several workers, the SQLite test run): a reply's
     # run writes from its own greenlet or thread while requests read, so WAL (readers and

@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
     """Tests marked `postgres` need row locks and real concurrency: skip them on SQLite."""
     from django.conf import settings
 
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL (row locking / concurrency); set DATABASE_URL")
     for item in items:

@@ -34,7 +34,7 @@ class StatementsOfEveryThread:
 
     def of(self, thread_name: str) -> list[str]:
         """The kinds of the data statements one thread ran (no BEGIN/COMMIT/SAVEPOINT)."""
-        kinds = ("SELECT", "INSERT", "UPDATE", "DELETE")
+        kinds = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
         found = [sql.split()[0].upper() for name, sql in self.statements if name == thread_name]
         return [kind for kind in found if kind in kinds]
 

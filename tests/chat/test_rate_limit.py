@@ -2,6 +2,7 @@
 on the local-memory cache (threads in one process) and on Redis shared by two live nodes."""
 
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import threading
@@ -93,6 +94,49 @@ def test_a_window_of_zero_is_no_limit(cache_backend):
     user = baker.make("accounts.User")
     for _ in range(3):
         check_rate_limit(user=user, window_ms=0)
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not REDIS_TEST_URL, reason="set REDIS_TEST_URL to run")
+def test_on_redis_claims_from_many_threads_share_one_connection(settings):
+    """Django's cache object is per thread (with gevent, per request): the claim must not
+    open a Redis connection for each of them."""
+    settings.CACHES = {
+        DEFAULT_CACHE_ALIAS: {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_TEST_URL,
+            "KEY_PREFIX": f"test-ratelimit-{uuid.uuid4().hex}",
+        }
+    }
+    users = baker.make("accounts.User", _quantity=20)
+    one_at_a_time = threading.Lock()
+    all_claimed = threading.Barrier(len(users) + 1)
+
+    def claim(user):
+        with one_at_a_time:
+            check_rate_limit(user=user, window_ms=WINDOW_MS)
+        all_claimed.wait()  # every thread, and its cache object, alive until counted
+
+    def sockets() -> set:
+        """This process's open sockets (Linux: /proc/self/fd)."""
+        found = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if (target := os.readlink(f"/proc/self/fd/{fd}")).startswith("socket:"):
+                    found.add(target)
+        return found
+
+    before = sockets()
+    threads = [threading.Thread(target=claim, args=(user,)) for user in users]
+    for thread in threads:
+        thread.start()
+    all_claimed.wait(timeout=30)
+    opened = sockets() - before
+    for thread in threads:
+        thread.join(timeout=30)
+    # At most the one connection of a new pool (this process may have one already); 20
+    # before, one per thread.
+    assert len(opened) <= 1
 
 
 # --- through two live gunicorn nodes sharing Redis ---------------------------------------
