@@ -14,21 +14,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.run import (
-    DB,
-    PG,
     RESULTS,
     gunicorn,
     make_jobs,
     paced_messages,
     prepare_database,
     process_tree,
+    server_env,
     upstream,
     warm_up,
 )
@@ -45,24 +43,9 @@ def main() -> None:
     prepare_database()
     out = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    env = {
-        "DATABASE_URL": f"{PG}/{DB}",
-        "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/9"),
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-" + "k" * 60,
-        "SECURE_SSL_REDIRECT": "false",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "LLM_PROVIDER": "gemini",
-        "GEMINI_API_KEY": "bench-key",
-        "DEFAULT_TOKEN_LIMIT": "1000000000",
-        "JWT_ACCESS_MINUTES": "600",
-        "GUNICORN_WORKERS": str(args.workers),
-        "GUNICORN_LOGLEVEL": "warning",
-        "LOG_LEVEL": "WARNING",
-    }
-    jobs = make_jobs(env, 1500)
+    jobs = make_jobs(server_env(provider="gemini", workers=args.workers), 1500)
     with upstream(args.chunks, 0, 1, out / "upstream.log") as (uport, _):
-        env["GEMINI_BASE_URL"] = f"http://127.0.0.1:{uport}"
+        env = server_env(provider="gemini", upstream_port=uport, workers=args.workers)
         with gunicorn("config.settings", env, out / "gunicorn.log") as (port, proc):
             warm_up(port, jobs[-100:])
             workers = [p.pid for p in process_tree(proc.pid)[1:]]

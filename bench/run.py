@@ -390,6 +390,40 @@ def measure(port, proc, jobs, upstream_timing, *, database: bool, spread_s=0.0):
     return summary
 
 
+def server_env(
+    *,
+    provider: str,
+    upstream_port: int = 0,
+    chunks: int = 0,
+    delay_ms: int = 0,
+    workers: int = 2,
+    threads: int | None = None,
+    worker_class: str | None = None,
+) -> dict[str, str]:
+    """The environment every benchmarked server runs with: production settings (DEBUG off)
+    over the benchmark's database and Redis, a budget that never runs out."""
+    return {
+        "DATABASE_URL": f"{PG}/{DB}",
+        "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/9"),
+        "DEBUG": "false",
+        "SECRET_KEY": "bench-" + "k" * 60,
+        "SECURE_SSL_REDIRECT": "false",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LLM_PROVIDER": provider,
+        "GEMINI_API_KEY": "bench-key",
+        "GEMINI_BASE_URL": f"http://127.0.0.1:{upstream_port}",
+        "LOCAL_LLM_CHUNKS": str(chunks),
+        "LOCAL_LLM_CHUNK_DELAY_MS": str(delay_ms),
+        "DEFAULT_TOKEN_LIMIT": "1000000000",
+        "JWT_ACCESS_MINUTES": "600",
+        "GUNICORN_WORKERS": str(workers),
+        **({"GUNICORN_THREADS": str(threads)} if threads else {}),
+        **({"GUNICORN_WORKER_CLASS": worker_class} if worker_class else {}),
+        "GUNICORN_LOGLEVEL": "warning",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, nargs="+", default=[100, 500, 1000])
@@ -417,26 +451,15 @@ def main():
     max_connections = prepare_database()
 
     def env(*, provider: str, upstream_port: int = 0, chunks: int = 0, delay_ms: int = 0):
-        return {
-            "DATABASE_URL": f"{PG}/{DB}",
-            "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/9"),
-            "DEBUG": "false",
-            "SECRET_KEY": "bench-" + "k" * 60,
-            "SECURE_SSL_REDIRECT": "false",
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "LLM_PROVIDER": provider,
-            "GEMINI_API_KEY": "bench-key",
-            "GEMINI_BASE_URL": f"http://127.0.0.1:{upstream_port}",
-            "LOCAL_LLM_CHUNKS": str(chunks),
-            "LOCAL_LLM_CHUNK_DELAY_MS": str(delay_ms),
-            "DEFAULT_TOKEN_LIMIT": "1000000000",
-            "JWT_ACCESS_MINUTES": "600",
-            "GUNICORN_WORKERS": str(args.workers),
-            "GUNICORN_THREADS": str(args.threads),
-            **({"GUNICORN_WORKER_CLASS": args.worker_class} if args.worker_class else {}),
-            "GUNICORN_LOGLEVEL": "warning",
-            "LOG_LEVEL": "WARNING",
-        }
+        return server_env(
+            provider=provider,
+            upstream_port=upstream_port,
+            chunks=chunks,
+            delay_ms=delay_ms,
+            workers=args.workers,
+            threads=args.threads,
+            worker_class=args.worker_class,
+        )
 
     users = max([*args.n, 0]) + 200
     jobs = make_jobs(env(provider="gemini"), users)
