@@ -22,7 +22,8 @@ from standardwebhooks import Webhook
 
 from billing.alerts import backoff, record_threshold_alerts
 from billing.models import BudgetAlert, LedgerEntry, TokenBudget
-from billing.services import current_period, get_budget, reserve_tokens, reset_budget
+from billing.periods import current_period
+from billing.services import get_budget, reserve_tokens, reset_budget
 from billing.services import settle_reservation as settle_reservation_service
 from tests.concurrency import errors_of, together
 from tests.live import ROOT, free_port, wait_until

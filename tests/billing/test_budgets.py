@@ -12,9 +12,9 @@ from model_bakery import baker
 
 from billing.exceptions import BudgetExceeded
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
-from billing.selectors import usage_summary
+from billing.periods import current_period
+from billing.selectors import budget_for, usage_summary
 from billing.services import (
-    current_period,
     get_budget,
     release_reservation,
     release_stale_reservations,
@@ -91,7 +91,7 @@ def test_refused_when_the_input_cannot_be_covered(user, settings):
         reserve_tokens(user=user, input_tokens=100, max_output_tokens=50)
     assert caught.value.code == "token_limit_exceeded" and caught.value.status == 403
     assert caught.value.details["remaining"] == 100
-    assert get_budget(user=user).reserved == 0
+    assert budget_for(user=user).reserved == 0
     assert not TokenReservation.objects.exists()
 
 
@@ -163,6 +163,21 @@ def test_a_new_month_opens_a_fresh_budget_without_a_command(user):
     TokenBudget.objects.filter(pk=old.pk).update(used=500)
     new = get_budget(user=user, period=december)
     assert new.pk != old.pk and new.used == 0
+
+
+def test_reading_a_budget_never_opens_its_row(auth_client, user, settings):
+    settings.DEFAULT_TOKEN_LIMIT = 1234
+    budget = budget_for(user=user)
+    assert budget.pk is None and (budget.limit, budget.used, budget.reserved) == (1234, 0, 0)
+    assert budget.period == current_period()
+
+    data = auth_client.get("/api/user/token-usage").json()["data"]
+    assert (data["limit"], data["used"], data["remaining"]) == (1234, 0, 1234)
+    call_command("reset_budgets", "--dry-run")
+    assert not TokenBudget.objects.exists()
+
+    reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)  # the write opens it
+    assert TokenBudget.objects.get(user=user).reserved == 20
 
 
 def test_reset_is_idempotent_and_keeps_the_invariant(user):

@@ -12,8 +12,9 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import LedgerEntry, ModelPrice
+from billing.periods import current_period
 from billing.selectors import EXPORT_COLUMNS
-from billing.services import current_period, reserve_tokens, settle_reservation
+from billing.services import reserve_tokens, settle_reservation
 
 URL = "/api/user/token-usage/export"
 

@@ -9,7 +9,7 @@ from django.db.models import Sum
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
-from billing.services import current_period
+from billing.periods import current_period
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.queries import StatementsOfEveryThread
