@@ -23,7 +23,6 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache as memoize
 
@@ -322,18 +321,6 @@ def calculate_message_tokens(
         output_tokens=output[0],
         source="counted" if counted else "estimated",
     )
-
-
-def chat_token_stats(totals: Iterable[int]) -> dict:
-    """Total, per-message average and maximum, and count of billed messages."""
-    values = [int(t) for t in totals]
-    count = len(values)
-    return {
-        "total": sum(values),
-        "average": round(sum(values) / count, 1) if count else 0,
-        "maximum": max(values, default=0),
-        "message_count": count,
-    }
 
 
 def token_cache_stats() -> dict:

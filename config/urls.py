@@ -11,7 +11,6 @@ urlpatterns = [
     path("health", health, name="health"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    # billing first: it owns /api/chat/token-stats, which chat's /api/chat/<id> would shadow.
     path("api/", include("billing.urls")),
     path("api/", include("accounts.urls")),
     path("api/", include("chat.urls")),

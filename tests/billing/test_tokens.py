@@ -24,7 +24,6 @@ from django.core.management import call_command
 from billing import tokens
 from billing.tokens import (
     calculate_message_tokens,
-    chat_token_stats,
     clear_token_cache,
     count_system_prompt_tokens,
     count_text_tokens,
@@ -110,16 +109,6 @@ def test_message_breakdown(settings):
     assert tokens.input_tokens == tokens.system_prompt_tokens + 4 + 4 + 10
     assert tokens.total == tokens.input_tokens + 2
     assert tokens.source == "counted"
-
-
-def test_chat_token_stats():
-    assert chat_token_stats([10, 30, 20]) == {
-        "total": 60,
-        "average": 20.0,
-        "maximum": 30,
-        "message_count": 3,
-    }
-    assert chat_token_stats([]) == {"total": 0, "average": 0, "maximum": 0, "message_count": 0}
 
 
 def test_command_table_json_and_clear(settings, capsys):
