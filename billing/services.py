@@ -440,8 +440,9 @@ def _settle_in_one_statement(
     return Settlement(entry=entry, budget=budget.snapshot())
 
 
-def release_reservation(*, reservation_id: int, reason: str = "") -> bool:
-    """Drop a hold without charging. Idempotent: False when it was no longer active."""
+def release_reservation(*, reservation_id: int, reason: str) -> bool:
+    """Drop a hold without charging; `reason` (why nothing is billed: a finish reason,
+    "stale") goes to the log. Idempotent: False when it was no longer active."""
     with transaction.atomic(savepoint=False):
         reservation = _locked_reservation(reservation_id)
         if reservation.state != TokenReservation.State.ACTIVE:
@@ -452,7 +453,14 @@ def release_reservation(*, reservation_id: int, reason: str = "") -> bool:
         TokenReservation.objects.filter(pk=reservation.pk).update(
             state=TokenReservation.State.RELEASED
         )
-        return True
+    logger.info(
+        "Released reservation %s of %s tokens (user %s) unbilled: %s",
+        reservation.pk,
+        reservation.amount,
+        reservation.user_id,
+        reason,
+    )
+    return True
 
 
 def release_stale_reservations(*, now: datetime | None = None) -> int:

@@ -196,11 +196,6 @@ def _counter(path: str):
     return import_string(path)
 
 
-def count_text_tokens(text: str, model: str | None = None) -> int:
-    """The provider's count for `text`, cached; the estimate when the provider fails."""
-    return _count(text, _model(model))[0]
-
-
 def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, str]:
     """The count of `text` and where it came from: "counted" (the count API or its cache)
     or "estimated" (the API failed)."""

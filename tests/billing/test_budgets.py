@@ -122,8 +122,8 @@ def test_charge_is_clamped_so_used_never_passes_the_limit(user, settings):
 
 def test_release_is_idempotent_and_charges_nothing(user):
     hold = reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)
-    assert release_reservation(reservation_id=hold.pk) is True
-    assert release_reservation(reservation_id=hold.pk) is False
+    assert release_reservation(reservation_id=hold.pk, reason="error") is True
+    assert release_reservation(reservation_id=hold.pk, reason="error") is False
     budget = TokenBudget.objects.get(user=user)
     assert (budget.used, budget.reserved) == (0, 0)
 
