@@ -2,11 +2,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chat.pages import ChatPageView
 from config.health import health
 
+# The apps' URLs are included by module name: config imports no app.
 urlpatterns = [
-    path("", ChatPageView.as_view(), name="chat-page"),
+    path("", include("chat.page_urls")),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
