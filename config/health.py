@@ -14,6 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from config.api import error_response
+from config.errors import ErrorCode
 
 _CHECKS: dict[str, Callable[[], Any]] = {}
 
@@ -38,6 +39,8 @@ def database_state() -> str:
 def health(request):
     data = {"database": database_state(), **{name: check() for name, check in _CHECKS.items()}}
     if data["database"] != "ok":
-        return error_response("unhealthy", "The database is unreachable.", 503, details=data)
+        return error_response(
+            ErrorCode.UNHEALTHY, "The database is unreachable.", 503, details=data
+        )
     # A missing key is reported, not fatal: the server answers 503 on use instead.
     return JsonResponse({"status": "success", "data": data})
