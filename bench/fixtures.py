@@ -24,7 +24,7 @@ def main() -> None:
 
     from accounts.models import User
     from billing.models import TokenBudget
-    from billing.services import current_period
+    from billing.periods import current_period
     from chat.models import Chat
 
     stamp = int(time.time() * 1000) % 10**9

@@ -38,18 +38,17 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import psycopg
 
 from bench.load import run_streams, stream_once, summarize
+from tests.launcher import ServerDidNotStart, gunicorn_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -63,50 +62,21 @@ MESSAGE = "benchmark message"
 LAST_SENT: dict[str, float] = {}  # message path -> when the last message to it was sent
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def gunicorn(settings_module: str, env: dict, log: Path):
-    port = free_port()
-    full_env = {
-        **os.environ,
-        **env,
-        "DJANGO_SETTINGS_MODULE": settings_module,
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-        "GUNICORN_ACCESSLOG": "",
-        "PGAPPNAME": APP_NAME,
-    }
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"gunicorn did not start; see {log}")
-        time.sleep(0.2)
+    """The server under test, started by the launcher the tests use (tests/launcher.py);
+    yields (port, process)."""
     try:
-        yield port, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        with gunicorn_server(
+            env={**env, "PGAPPNAME": APP_NAME},
+            log_path=log,
+            settings_module=settings_module,
+            start_timeout=60,
+            stop_timeout=30,
+        ) as server:
+            yield server.port, server.process
+    except ServerDidNotStart as exc:
+        raise SystemExit(f"gunicorn did not start; see {log}") from exc
 
 
 @contextlib.contextmanager

@@ -18,8 +18,8 @@ from billing.export import csv_response
 from billing.models import BudgetAlert, LedgerEntry, ModelPrice, TokenBudget, TokenReservation
 from billing.prices import format_amount
 from billing.selectors import (
+    budget_for,
     cost_per_day,
-    current_budget_or_none,
     ledger_export_rows,
     tokens_per_day,
     top_users,
@@ -27,7 +27,7 @@ from billing.selectors import (
     unpriced_models,
 )
 from billing.serializers import ExportPeriodSerializer
-from billing.services import limit_for, reset_budget, set_monthly_limit
+from billing.services import reset_budget, set_monthly_limit
 from billing.tokens import token_cache_stats
 from config.admin import ReadOnlyAdminMixin
 
@@ -141,7 +141,7 @@ class TokenBudgetAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied
         user = get_object_or_404(get_user_model(), pk=user_id)
-        budget = current_budget_or_none(user=user)
+        budget = budget_for(user=user)
         form = LimitForm(request.POST if request.method == "POST" else None)
         if form.is_valid():
             try:
@@ -165,8 +165,8 @@ class TokenBudgetAdmin(admin.ModelAdmin):
                 "title": f"Monthly token limit of {user.username}",
                 "form": form,
                 "subject": user,
-                "limit": budget.limit if budget else limit_for(user),
-                "used": budget.used if budget else 0,
+                "limit": budget.limit,
+                "used": budget.used,
                 "opts": self.model._meta,
             },
         )

@@ -6,29 +6,44 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Max, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from billing.models import BudgetAlert, LedgerEntry, ModelPrice, TokenBudget
+from billing.periods import current_period, next_period
 from billing.prices import money, price_in_force
-from billing.services import current_period, get_budget, next_period
 
 RECENT_LEDGER_ENTRIES = 20
 
 
-def current_budget_or_none(*, user) -> TokenBudget | None:
-    """This month's budget row if the user has one; never opens it (a read for staff pages)."""
-    return TokenBudget.objects.filter(user_id=user.pk, period=current_period()).first()
+def limit_for(user) -> int:
+    """The user's monthly limit: their own, else DEFAULT_TOKEN_LIMIT."""
+    if getattr(user, "from_token_only", False):  # known from its token: read its own limit
+        user = get_user_model().objects.only("monthly_token_limit").get(pk=user.pk)
+    custom = getattr(user, "monthly_token_limit", None)
+    return settings.DEFAULT_TOKEN_LIMIT if custom is None else custom
+
+
+def budget_for(*, user, period: date | None = None) -> TokenBudget:
+    """The user's budget for the month: its row, or while the month has none an unsaved
+    budget with the user's limit and nothing used. Never writes: the row is opened by the
+    first write that needs it (billing.services.get_budget, on the reserve path)."""
+    period = period or current_period()
+    budget = TokenBudget.objects.filter(user_id=user.pk, period=period).first()
+    if budget is None:
+        budget = TokenBudget(user_id=user.pk, period=period, limit=limit_for(user))
+    return budget
 
 
 def budget_snapshot(*, user) -> dict:
-    return get_budget(user=user).snapshot()
+    return budget_for(user=user).snapshot()
 
 
 def usage_summary(*, user) -> dict:
     """This month's tokens, cost and alerts, and the latest ledger entries (three queries)."""
-    budget = get_budget(user=user)
+    budget = budget_for(user=user)
     recent = (
         LedgerEntry.objects.filter(user=user)
         .order_by("-created_at", "-id")

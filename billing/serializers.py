@@ -1,7 +1,7 @@
 from django.utils import timezone
 from rest_framework import serializers
 
-from billing.services import current_period
+from billing.periods import current_period
 
 
 class MoneySerializer(serializers.Serializer):

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -17,29 +16,17 @@ from django.utils import timezone
 from billing.alerts import record_threshold_alerts
 from billing.exceptions import BudgetExceeded, InvalidLimit, LimitBelowUsed
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.periods import current_period
 from billing.prices import cost_of, entry_cost, price_annotations
+from billing.selectors import limit_for
 
 logger = logging.getLogger(__name__)
 
 
-def current_period(now: datetime | None = None) -> date:
-    now = now or timezone.now()
-    return now.astimezone(UTC).date().replace(day=1)
-
-
-def next_period(period: date) -> date:
-    return (period.replace(day=28) + timedelta(days=4)).replace(day=1)
-
-
-def limit_for(user) -> int:
-    if getattr(user, "from_token_only", False):  # known from its token: read its own limit
-        user = get_user_model().objects.only("monthly_token_limit").get(pk=user.pk)
-    custom = getattr(user, "monthly_token_limit", None)
-    return settings.DEFAULT_TOKEN_LIMIT if custom is None else custom
-
-
 def get_budget(*, user, period: date | None = None) -> TokenBudget:
-    """The user's budget row for the month, opened on first use (no cron needed)."""
+    """The user's budget row for the month, opened on first use (no cron needed): a write,
+    for the paths that change the budget. A read uses billing.selectors.budget_for, which
+    never inserts the row."""
     period = period or current_period()
     try:
         return TokenBudget.objects.get(user_id=user.pk, period=period)
@@ -453,8 +440,9 @@ def _settle_in_one_statement(
     return Settlement(entry=entry, budget=budget.snapshot())
 
 
-def release_reservation(*, reservation_id: int, reason: str = "") -> bool:
-    """Drop a hold without charging. Idempotent: False when it was no longer active."""
+def release_reservation(*, reservation_id: int, reason: str) -> bool:
+    """Drop a hold without charging; `reason` (why nothing is billed: a finish reason,
+    "stale") goes to the log. Idempotent: False when it was no longer active."""
     with transaction.atomic(savepoint=False):
         reservation = _locked_reservation(reservation_id)
         if reservation.state != TokenReservation.State.ACTIVE:
@@ -465,7 +453,14 @@ def release_reservation(*, reservation_id: int, reason: str = "") -> bool:
         TokenReservation.objects.filter(pk=reservation.pk).update(
             state=TokenReservation.State.RELEASED
         )
-        return True
+    logger.info(
+        "Released reservation %s of %s tokens (user %s) unbilled: %s",
+        reservation.pk,
+        reservation.amount,
+        reservation.user_id,
+        reason,
+    )
+    return True
 
 
 def release_stale_reservations(*, now: datetime | None = None) -> int:

@@ -23,7 +23,6 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache as memoize
 
@@ -197,11 +196,6 @@ def _counter(path: str):
     return import_string(path)
 
 
-def count_text_tokens(text: str, model: str | None = None) -> int:
-    """The provider's count for `text`, cached; the estimate when the provider fails."""
-    return _count(text, _model(model))[0]
-
-
 def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, str]:
     """The count of `text` and where it came from: "counted" (the count API or its cache)
     or "estimated" (the API failed)."""
@@ -322,18 +316,6 @@ def calculate_message_tokens(
         output_tokens=output[0],
         source="counted" if counted else "estimated",
     )
-
-
-def chat_token_stats(totals: Iterable[int]) -> dict:
-    """Total, per-message average and maximum, and count of billed messages."""
-    values = [int(t) for t in totals]
-    count = len(values)
-    return {
-        "total": sum(values),
-        "average": round(sum(values) / count, 1) if count else 0,
-        "maximum": max(values, default=0),
-        "message_count": count,
-    }
 
 
 def token_cache_stats() -> dict:

@@ -9,5 +9,4 @@ urlpatterns = [
         views.TokenUsageExportView.as_view(),
         name="user-token-usage-export",
     ),
-    path("chat/token-stats", views.TokenStatsView.as_view(), name="chat-token-stats"),
 ]

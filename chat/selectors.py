@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth import get_user_model
-from django.db.models import Subquery
+from django.db.models import Avg, Count, Max, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from accounts.authentication import needs_active_check, refuse_unless_active
 from billing.selectors import chat_cost
-from billing.tokens import chat_token_stats
 from chat.exceptions import (
     ChatForbidden,
     ChatNotFound,
@@ -116,10 +116,23 @@ def recent_turns(*, chat: Chat, limit: int) -> list[Turn]:
     return [Turn(role=role, text=content) for role, content in reversed(rows)]
 
 
+def chat_token_stats(*, chat_id) -> dict:
+    """The tokens of a chat's model replies: total, per-reply average and maximum, and how
+    many replies (one aggregate query)."""
+    row = Message.objects.filter(chat_id=chat_id, role=Message.Role.MODEL).aggregate(
+        total=Coalesce(Sum("tokens_used"), 0),
+        average=Avg("tokens_used"),
+        maximum=Coalesce(Max("tokens_used"), 0),
+        message_count=Count("pk"),
+    )
+    row["average"] = round(float(row["average"]), 1) if row["average"] is not None else 0
+    return row
+
+
 def chat_detail(*, user, chat_id) -> dict:
-    """The chat, its messages in order, its token totals and its cost (three queries: the
-    chat, its messages, the sum of its ledger entries' costs). A reply still generating shows
-    status `streaming` and its text so far."""
+    """The chat, its messages in order, its token totals and its cost (four queries: the
+    chat, its messages, their token totals, the sum of its ledger entries' costs). A reply
+    still generating shows status `streaming` and its text so far."""
     from chat.reply.relay import text_so_far
 
     chat = access_chat(user=user, chat_id=chat_id)
@@ -127,7 +140,6 @@ def chat_detail(*, user, chat_id) -> dict:
     for message in messages:
         if message.status == Message.Status.STREAMING:
             message.content = text_so_far(message)
-    billed = [m.tokens_used for m in messages if m.role == Message.Role.MODEL]
     return {
         "id": chat.pk,
         "title": chat.title,
@@ -135,6 +147,6 @@ def chat_detail(*, user, chat_id) -> dict:
         "created_at": chat.created_at,
         "updated_at": chat.updated_at,
         "messages": messages,
-        "token_stats": chat_token_stats(billed),
+        "token_stats": chat_token_stats(chat_id=chat.pk),
         "cost": chat_cost(chat_id=chat.pk),
     }

@@ -3,9 +3,10 @@
 Success: {"status": "success", "message": str?, "data": ...}
 Error:   {"status": "error", "error": {"code": str, "message": str, "details": ...}}
 
-Services raise `ServiceError` subclasses that carry a stable code and status; the
-DRF exception handler and the Django error handlers below turn every failure under
-/api/ into the error envelope, so a view never builds an error body itself.
+Services raise `ServiceError` subclasses that carry a stable code and status (both from
+the registry of codes, config/errors.py); the DRF exception handler and the Django error
+handlers below turn every failure under /api/ into the error envelope, so a view never
+builds an error body itself.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from config.errors import ERRORS, ErrorCode, http_codes, status_description
+
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
@@ -33,11 +36,28 @@ OPENAI_PREFIX = "/v1/"
 
 
 class ServiceError(Exception):
-    """A failure with a stable machine-readable code, raised by services."""
+    """A failure with a stable machine-readable code, raised by services.
+
+    A subclass names its `code` from config.errors and takes its status from there; one
+    that states a status must agree with the registry (checked when the class is defined).
+    """
 
     code = "error"
     status = http.HTTP_400_BAD_REQUEST
     default_message = "The request could not be completed."
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        spec = ERRORS.get(cls.code)
+        if spec is None:
+            raise TypeError(f"{cls.__name__}: code {cls.code!r} is not in config.errors.ERRORS")
+        if "status" not in cls.__dict__:
+            cls.status = spec.status
+        elif cls.status != spec.status:
+            raise TypeError(
+                f"{cls.__name__}: status {cls.status} for {cls.code!r}, whose status in "
+                f"config.errors.ERRORS is {spec.status}"
+            )
 
     def __init__(self, message: str | None = None, *, details: Any = None, headers=None):
         self.message = message or self.default_message
@@ -50,9 +70,20 @@ class ServiceError(Exception):
 
 
 class ValidationFailed(ServiceError):
-    code = "validation_error"
-    status = http.HTTP_400_BAD_REQUEST
+    code = ErrorCode.VALIDATION_ERROR
     default_message = "The request is not valid."
+
+
+class PayloadTooLarge(ServiceError):
+    """A body over DATA_UPLOAD_MAX_MEMORY_SIZE, wherever it is found too large (the WSGI body
+    reader, the API middleware, DRF's parsers): one code, one message."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+    def __init__(self, max_bytes: int | None = None):
+        if max_bytes is None:
+            max_bytes = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        super().__init__(f"The body is larger than {max_bytes} bytes.")
 
 
 class StrictCharField(serializers.CharField):
@@ -93,13 +124,13 @@ def error_response(code: str, message: str, status: int, details: Any = None, he
 
 # our code -> (status under /v1 or None to keep it, OpenAI's type, OpenAI's code)
 _OPENAI_ERRORS: dict[str, tuple[int | None, str, str]] = {
-    "not_authenticated": (None, "invalid_request_error", "invalid_api_key"),
-    "authentication_failed": (None, "invalid_request_error", "invalid_api_key"),
-    "invalid_api_key": (None, "invalid_request_error", "invalid_api_key"),
-    "rate_limited": (None, "requests", "rate_limit_exceeded"),
+    ErrorCode.NOT_AUTHENTICATED: (None, "invalid_request_error", "invalid_api_key"),
+    ErrorCode.AUTHENTICATION_FAILED: (None, "invalid_request_error", "invalid_api_key"),
+    ErrorCode.INVALID_API_KEY: (None, "invalid_request_error", "invalid_api_key"),
+    ErrorCode.RATE_LIMITED: (None, "requests", "rate_limit_exceeded"),
     # The month's budget is spent: what OpenAI answers when a quota is used up. The
     # openai SDKs retry a 429; `x-should-retry: false` (which they obey) stops that.
-    "token_limit_exceeded": (429, "insufficient_quota", "insufficient_quota"),
+    ErrorCode.TOKEN_LIMIT_EXCEEDED: (429, "insufficient_quota", "insufficient_quota"),
 }
 
 
@@ -141,24 +172,24 @@ def _as_openai(response: Response) -> Response:
 
 
 # DRF's own exceptions, by class, to our codes.
-_DRF_CODES: list[tuple[type[Exception], str]] = [
-    (drf_exceptions.ParseError, "parse_error"),
-    (drf_exceptions.ValidationError, "validation_error"),
-    (drf_exceptions.NotAuthenticated, "not_authenticated"),
-    (drf_exceptions.AuthenticationFailed, "authentication_failed"),
-    (drf_exceptions.PermissionDenied, "forbidden"),
-    (drf_exceptions.NotFound, "not_found"),
-    (drf_exceptions.MethodNotAllowed, "method_not_allowed"),
-    (drf_exceptions.NotAcceptable, "not_acceptable"),
-    (drf_exceptions.UnsupportedMediaType, "unsupported_media_type"),
-    (drf_exceptions.Throttled, "throttled"),
+_DRF_CODES: list[tuple[type[Exception], ErrorCode]] = [
+    (drf_exceptions.ParseError, ErrorCode.PARSE_ERROR),
+    (drf_exceptions.ValidationError, ErrorCode.VALIDATION_ERROR),
+    (drf_exceptions.NotAuthenticated, ErrorCode.NOT_AUTHENTICATED),
+    (drf_exceptions.AuthenticationFailed, ErrorCode.AUTHENTICATION_FAILED),
+    (drf_exceptions.PermissionDenied, ErrorCode.FORBIDDEN),
+    (drf_exceptions.NotFound, ErrorCode.NOT_FOUND),
+    (drf_exceptions.MethodNotAllowed, ErrorCode.METHOD_NOT_ALLOWED),
+    (drf_exceptions.NotAcceptable, ErrorCode.NOT_ACCEPTABLE),
+    (drf_exceptions.UnsupportedMediaType, ErrorCode.UNSUPPORTED_MEDIA_TYPE),
+    (drf_exceptions.Throttled, ErrorCode.THROTTLED),
 ]
 
 
 def _drf_code(exc: drf_exceptions.APIException) -> str:
     # simplejwt's InvalidToken is an AuthenticationFailed with code "token_not_valid".
-    if getattr(exc, "default_code", None) == "token_not_valid":
-        return "token_not_valid"
+    if getattr(exc, "default_code", None) == ErrorCode.TOKEN_NOT_VALID:
+        return ErrorCode.TOKEN_NOT_VALID
     for cls, code in _DRF_CODES:
         if isinstance(exc, cls):
             return code
@@ -197,6 +228,8 @@ def exception_handler(exc: Exception, context: dict) -> Response:
 
 
 def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
     if isinstance(exc, ServiceError):
         set_rollback()
         return Response(
@@ -206,11 +239,6 @@ def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
-    elif isinstance(exc, RequestDataTooBig):
-        return Response(
-            error_body("payload_too_large", "The request body is too large."),
-            status=http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
 
     if isinstance(exc, drf_exceptions.APIException):
         headers = {}
@@ -236,7 +264,7 @@ def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
         set_rollback()
         return Response(
             error_body(
-                "database_unavailable",
+                ErrorCode.DATABASE_UNAVAILABLE,
                 "The service is overloaded or its database is unreachable; retry shortly.",
             ),
             status=http.HTTP_503_SERVICE_UNAVAILABLE,
@@ -245,7 +273,7 @@ def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
     logger.exception("Unhandled error in %s", view_name)
     set_rollback()
     return Response(
-        error_body("internal_error", "An unexpected error occurred."),
+        error_body(ErrorCode.INTERNAL_ERROR, "An unexpected error occurred."),
         status=http.HTTP_500_INTERNAL_SERVER_ERROR,
     )
 
@@ -273,11 +301,11 @@ def is_api_request(request) -> bool:
 # Django's own error answers under /api/ and /v1/ (its handlers, or with DEBUG on its
 # technical pages), as the envelope or, under /v1/, in OpenAI's shape.
 _ERROR_CODES = {
-    400: ("bad_request", "Bad request."),
-    403: ("forbidden", "Forbidden."),
-    404: ("not_found", "Not found."),
-    405: ("method_not_allowed", "Method not allowed."),
-    500: ("internal_error", "An unexpected error occurred."),
+    400: (ErrorCode.BAD_REQUEST, "Bad request."),
+    403: (ErrorCode.FORBIDDEN, "Forbidden."),
+    404: (ErrorCode.NOT_FOUND, "Not found."),
+    405: (ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed."),
+    500: (ErrorCode.INTERNAL_ERROR, "An unexpected error occurred."),
 }
 
 
@@ -315,12 +343,8 @@ class ApiErrorMiddleware:
             try:
                 request.body  # noqa: B018 - reads and size-checks the body
             except RequestDataTooBig:
-                return _error_for(
-                    request,
-                    "payload_too_large",
-                    f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
-                    http.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                )
+                too_large = PayloadTooLarge()
+                return _error_for(request, too_large.code, too_large.message, too_large.status)
         response = self.get_response(request)
         if (
             is_api_request(request)
@@ -365,25 +389,6 @@ def handler403(request, exception=None):
 
 # --- OpenAPI: the envelope around every documented response ---------------------------
 
-_STATUS_TEXT = {
-    400: "Invalid input (codes: validation_error, parse_error, invalid_chat_id, content_blocked).",
-    401: "Missing, invalid or expired token.",
-    403: "Forbidden (forbidden, token_limit_exceeded).",
-    404: "Not found (chat_not_found, api_key_not_found, not_found).",
-    409: "Conflict (chat_limit_reached, api_key_limit_reached).",
-    413: "The request body is too large.",
-    429: "Too many requests (rate_limited, throttled); see Retry-After.",
-    502: (
-        "The model service failed, or ended its reply unfinished, before any output "
-        "(upstream_error, upstream_incomplete)."
-    ),
-    503: (
-        "The model or the database is unavailable (llm_unavailable, upstream_rate_limited, "
-        "database_unavailable); see Retry-After."
-    ),
-    504: "The model did not answer in time (upstream_timeout).",
-}
-
 
 @functools.cache
 def _error_envelope_serializer():
@@ -407,11 +412,24 @@ def _error_envelope_serializer():
 
 
 def error_responses(*statuses: int) -> dict:
-    """drf-spectacular responses for the given error statuses, each in the error envelope."""
-    from drf_spectacular.utils import OpenApiResponse
+    """drf-spectacular responses for the given error statuses, each in the error envelope,
+    described and exemplified code by code from the registry (config/errors.py)."""
+    from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 
     return {
-        status: OpenApiResponse(_error_envelope_serializer(), description=_STATUS_TEXT[status])
+        status: OpenApiResponse(
+            _error_envelope_serializer(),
+            description=status_description(status),
+            examples=[
+                OpenApiExample(
+                    code,
+                    value=error_body(code, ERRORS[code].when),
+                    status_codes=[status],
+                    response_only=True,
+                )
+                for code in http_codes(status)
+            ],
+        )
         for status in statuses
     }
 

@@ -26,6 +26,8 @@ import json
 import socket
 import threading
 
+from config.errors import ErrorCode
+
 READ_STEP = 64 * 1024
 
 
@@ -58,7 +60,7 @@ class BodyDeadline:
                 environ,
                 start_response,
                 "408 Request Timeout",
-                "request_timeout",
+                ErrorCode.REQUEST_TIMEOUT,
                 f"The request body did not arrive within {timeout_s:g} seconds.",
             )
         except _BodyTooLarge:
@@ -132,12 +134,11 @@ def _gevent_patched() -> bool:
 
 
 def _too_large(environ, start_response, max_bytes):
+    from config.api import PayloadTooLarge
+
+    too_large = PayloadTooLarge(max_bytes)
     return _reply(
-        environ,
-        start_response,
-        "413 Request Entity Too Large",
-        "payload_too_large",
-        f"The body is larger than {max_bytes} bytes.",
+        environ, start_response, "413 Request Entity Too Large", too_large.code, too_large.message
     )
 
 

@@ -1,6 +1,7 @@
 """Settings, read from the environment (12-factor) with defaults that run out of the box.
 
-Every variable here is listed in README.md's configuration table and in .env.example.
+Every variable here is listed in docs/configuration.md's table and in .env.example
+(tests/test_configuration_docs.py checks both).
 """
 
 import base64

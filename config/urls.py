@@ -2,16 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from chat.pages import ChatPageView
 from config.health import health
 
+# The apps' URLs are included by module name: config imports no app.
 urlpatterns = [
-    path("", ChatPageView.as_view(), name="chat-page"),
+    path("", include("chat.page_urls")),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    # billing first: it owns /api/chat/token-stats, which chat's /api/chat/<id> would shadow.
     path("api/", include("billing.urls")),
     path("api/", include("accounts.urls")),
     path("api/", include("chat.urls")),

@@ -90,3 +90,25 @@ def auth_client(user):
 
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def offline_model(settings):
+    """The offline model, answering at once, and no rate limit between messages (a module
+    takes it with `pytest.mark.usefixtures("offline_model")`)."""
+    settings.LLM_PROVIDER = "local"
+    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
+    settings.MESSAGE_RATE_LIMIT_MS = 0
+    return settings
+
+
+@pytest.fixture
+def chat(user):
+    return baker.make("chat.Chat", owner=user, title="Ideas")
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    """Django's test client, logged in as staff (the admin's pages)."""
+    client.force_login(staff_user)
+    return client

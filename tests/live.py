@@ -11,26 +11,21 @@ pytest-django created (use it from a `transaction=True` test so data is committe
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.launcher import ROOT, RunningServer, free_port, gunicorn_server
 
+__all__ = ["ROOT", "LiveServer", "free_port", "live_gunicorn", "wait_until"]
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+LiveServer = RunningServer
+PASSWORD = "a-long-passphrase-42"
 
 
 def database_url() -> str:
@@ -43,20 +38,6 @@ def database_url() -> str:
     port = s.get("PORT") or 5432
     auth = f"{user}:{s['PASSWORD']}" if s.get("PASSWORD") else user
     return f"postgres://{auth}@{host}:{port}/{s['NAME']}"
-
-
-@dataclass
-class LiveServer:
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def worker_pids(self) -> list[int]:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(pid) for pid in children.read_text().split()]
 
 
 def wait_until(predicate, *, timeout: float, interval: float = 0.05, message: str = ""):
@@ -75,48 +56,37 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05, message: st
 def live_gunicorn(
     *, env: dict[str, str] | None = None, tmp_path: Path, workers: int = 1
 ) -> Iterator[LiveServer]:
-    port = free_port()
-    log_path = tmp_path / f"gunicorn-{port}.log"
+    """tests/launcher.py's gunicorn over the test database, DEBUG on, no rate limit."""
     server_env = {
-        **os.environ,
         "DATABASE_URL": database_url(),
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": str(workers),
-        "GUNICORN_ACCESSLOG": "",
         "DEBUG": "true",
         "MESSAGE_RATE_LIMIT_MS": "0",
         **(env or {}),
     }
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.conf.py", "config.wsgi"],
-            cwd=ROOT,
-            env=server_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    server = LiveServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    try:
-
-        def healthy():
-            if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited early:\n{server.log()}")
-            try:
-                return httpx.get(f"{server.url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout=30, message="gunicorn to answer /health")
+    log_path = tmp_path / f"gunicorn-{uuid.uuid4().hex[:8]}.log"  # one a server
+    with gunicorn_server(env=server_env, log_path=log_path) as server:
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+
+
+# --- a user's way through the live API ---------------------------------------------------
+
+
+def make_user_and_token(server, username=None):
+    """Register a user through the server; (username, the Authorization header)."""
+    username = username or f"u{uuid.uuid4().hex[:10]}"
+    httpx.post(
+        f"{server.url}/api/auth/register",
+        json={"username": username, "email": "", "password": PASSWORD},
+    ).raise_for_status()
+    pair = httpx.post(
+        f"{server.url}/api/auth/token", json={"username": username, "password": PASSWORD}
+    ).json()["data"]
+    return username, {"Authorization": f"Bearer {pair['access']}"}
+
+
+def create_chat(server, headers):
+    return httpx.post(f"{server.url}/api/chat", json={}, headers=headers).json()["data"]["id"]
 
 
 def open_raw_stream(server: LiveServer, path: str, headers: dict, body: bytes) -> socket.socket:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 from django.db import connection
 
 from tests.fakes.gemini import FakeGemini, Script
-from tests.live import database_url, free_port, wait_until
+from tests.launcher import running_server
+from tests.live import database_url, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,7 +98,6 @@ def test_the_documented_steps_install_and_serve_a_stream_without_dev_extras(tmp_
         GUNICORN_WORKERS="1",
     )
     log_path = tmp_path / "steps.log"
-    server = None
     try:
         with log_path.open("w") as log:
             for step in steps[:-1]:
@@ -115,63 +114,49 @@ def test_the_documented_steps_install_and_serve_a_stream_without_dev_extras(tmp_
         assert absent.returncode != 0
 
         server_log = tmp_path / "gunicorn.log"
-        with server_log.open("w") as log:
-            server = subprocess.Popen(
-                ["bash", "-c", f"exec {steps[-1]}"],
-                cwd=checkout,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
+        documented = ["bash", "-c", f"exec {steps[-1]}"]
+        with running_server(
+            documented, env=env, port=port, log_path=server_log, cwd=checkout, start_timeout=60
+        ) as server:
+            url = server.url
+            assert "Using worker: gevent" in server.log()
+            model = httpx.get(f"{url}/health").json()["data"]["model"]
+            assert model["provider"] == "gemini" and model["state"] == "ok"
 
-        def healthy():
-            if server.poll() is not None:
-                raise AssertionError(f"gunicorn exited:\n{server_log.read_text()}")
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+            # As the TLS proxy would say; without it SECURE_SSL_REDIRECT answers 301.
+            with httpx.Client(base_url=url, headers={"X-Forwarded-Proto": "https"}) as http:
+                assert http.get("/api/user/me").status_code == 401
+                http.post(
+                    "/api/auth/register",
+                    json={"username": "prod-user", "email": "", "password": PASSWORD},
+                ).raise_for_status()
+                access = http.post(
+                    "/api/auth/token", json={"username": "prod-user", "password": PASSWORD}
+                ).json()["data"]["access"]
+                auth = {"Authorization": f"Bearer {access}"}
+                chat_id = http.post("/api/chat", json={}, headers=auth).json()["data"]["id"]
+                events = []
+                with http.stream(
+                    "POST",
+                    f"/api/chat/{chat_id}/message",
+                    json={"message": "hello from production"},
+                    headers=auth,
+                    timeout=30,
+                ) as response:
+                    assert response.status_code == 200
+                    assert response.headers["content-type"] == "text/event-stream"
+                    for line in response.iter_lines():
+                        if line.startswith("data: "):
+                            events.append(json.loads(line.removeprefix("data: ")))
 
-        wait_until(healthy, timeout=60, message="the production server to answer /health")
-        assert "Using worker: gevent" in server_log.read_text()
-        model = httpx.get(f"{url}/health").json()["data"]["model"]
-        assert model["provider"] == "gemini" and model["state"] == "ok"
-
-        # As the TLS proxy would say; without it SECURE_SSL_REDIRECT answers 301.
-        with httpx.Client(base_url=url, headers={"X-Forwarded-Proto": "https"}) as http:
-            assert http.get("/api/user/me").status_code == 401
-            http.post(
-                "/api/auth/register",
-                json={"username": "prod-user", "email": "", "password": PASSWORD},
-            ).raise_for_status()
-            access = http.post(
-                "/api/auth/token", json={"username": "prod-user", "password": PASSWORD}
-            ).json()["data"]["access"]
-            auth = {"Authorization": f"Bearer {access}"}
-            chat_id = http.post("/api/chat", json={}, headers=auth).json()["data"]["id"]
-            events = []
-            with http.stream(
-                "POST",
-                f"/api/chat/{chat_id}/message",
-                json={"message": "hello from production"},
-                headers=auth,
-                timeout=30,
-            ) as response:
-                assert response.status_code == 200
-                assert response.headers["content-type"] == "text/event-stream"
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        events.append(json.loads(line.removeprefix("data: ")))
-
-            # Templates and collected static files come from the checkout.
-            login_page = http.get("/admin/login/")
-            assert login_page.status_code == 200
-            stylesheet = re.search(
-                r'href="(/static/admin/css/base\.[0-9a-f]+\.css)"', login_page.text
-            )
-            assert stylesheet, "no hashed (collectstatic manifest) stylesheet in the admin page"
-            assert http.get(stylesheet.group(1)).status_code == 200
+                # Templates and collected static files come from the checkout.
+                login_page = http.get("/admin/login/")
+                assert login_page.status_code == 200
+                stylesheet = re.search(
+                    r'href="(/static/admin/css/base\.[0-9a-f]+\.css)"', login_page.text
+                )
+                assert stylesheet, "no hashed (collectstatic manifest) stylesheet in the admin page"
+                assert http.get(stylesheet.group(1)).status_code == 200
 
         assert [e["text"] for e in events if "text" in e] == CHUNKS
         done = events[-1]
@@ -180,11 +165,4 @@ def test_the_documented_steps_install_and_serve_a_stream_without_dev_extras(tmp_
         assert done["tokens_used"] > 0
         assert len(fake.generate_requests()) == 1
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=5)
         fake.stop()

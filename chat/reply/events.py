@@ -27,6 +27,18 @@ def error_payload(error: ServiceError) -> dict:
     return {"code": error.code, "message": error.message}
 
 
+def failed_done(*, reply_id, user_message_id, error: ServiceError, tokens_used: int) -> dict:
+    """The done event when the full one cannot be built (the end of the reply failed): the
+    contract's failure shape, `done`, `error` {code, message}, the ids and `tokens_used`."""
+    return {
+        "done": True,
+        "error": error_payload(error),
+        "message_id": str(reply_id),
+        "user_message_id": str(user_message_id) if user_message_id else None,
+        "tokens_used": tokens_used,
+    }
+
+
 def done_event(
     *,
     reply_id,
@@ -52,7 +64,7 @@ def done_event(
     }
     if error is not None:
         done["error"] = error_payload(error)
-    elif error_code:
+    elif error_code:  # rebuilt from a saved reply: the same {code, message}
         done["error"] = {"code": error_code, "message": error_message}
     return done
 

@@ -32,7 +32,7 @@ from chat.models import Message
 from chat.reply import registry
 from chat.reply.errors import as_service_error
 from chat.reply.eventlog import LocalFeed, log_writer, release_db_connection
-from chat.reply.events import done_from_reply, text_event
+from chat.reply.events import done_from_reply, failed_done, text_event
 from chat.reply.settle import Ending, Parties, end_reply
 from chat.reply.setup import Exchange, set_up_reply
 from chat.reply.tokens import OutputCount, usage_to_bill
@@ -189,11 +189,14 @@ class Run:
                 )
         except Exception:
             logger.exception("Ending the run of reply %s failed", self.reply_id)
-            done = {
-                "done": True,
-                "error": StreamFailed().as_dict(),
-                "message_id": str(self.reply_id),
-            }
+            # Nothing is known to be billed by this worker: whoever ends the reply (the
+            # sweep, when it is left streaming) bills what it used.
+            done = failed_done(
+                reply_id=self.reply_id,
+                user_message_id=self.exchange.user_message_id,
+                error=StreamFailed(),
+                tokens_used=0,
+            )
         finally:
             release_db_connection()
         event = (self.feed.last_id + 1, done)

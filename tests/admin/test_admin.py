@@ -1,32 +1,11 @@
 """The staff back office through Django's test client."""
 
-import uuid
-
-import pytest
 from django.utils import timezone
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget
-from billing.services import reserve_tokens, settle_reservation
 from chat.models import Chat, Message
-
-
-@pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-def spend(user, tokens):
-    hold = reserve_tokens(user=user, input_tokens=tokens // 2, max_output_tokens=tokens)
-    settle_reservation(
-        reservation_id=hold.pk,
-        chat_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        input_tokens=tokens // 2,
-        output_tokens=tokens - tokens // 2,
-        source="provider",
-    )
+from tests.ledger import spend
 
 
 def test_admin_is_refused_to_non_staff(client, user):

@@ -12,18 +12,7 @@ from billing.exceptions import LimitBelowUsed
 from billing.models import LedgerEntry, TokenBudget
 from billing.services import get_budget, reserve_tokens, set_monthly_limit, settle_reservation
 from chat.models import Chat, Message
-
-
-def spend(user, tokens):
-    hold = reserve_tokens(user=user, input_tokens=tokens // 2, max_output_tokens=tokens)
-    settle_reservation(
-        reservation_id=hold.pk,
-        chat_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        input_tokens=tokens // 2,
-        output_tokens=tokens - tokens // 2,
-        source="provider",
-    )
+from tests.ledger import spend
 
 
 def staff_with(client, *codenames):
@@ -36,12 +25,6 @@ def staff_with(client, *codenames):
         )
     client.force_login(member)
     return member
-
-
-@pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
 
 
 # --- 3. view-only staff cannot run the actions that change data --------------------------

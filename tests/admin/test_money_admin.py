@@ -1,6 +1,5 @@
 """Prices, cost and alerts in the staff back office."""
 
-import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,26 +7,7 @@ import pytest
 from django.utils import timezone
 
 from billing.models import BudgetAlert, ModelPrice
-from billing.services import reserve_tokens, settle_reservation
-
-
-@pytest.fixture
-def staff_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-def spend(user, tokens, model="test-model"):
-    hold = reserve_tokens(user=user, input_tokens=1, max_output_tokens=1)
-    settle_reservation(
-        reservation_id=hold.pk,
-        chat_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        input_tokens=tokens,
-        output_tokens=tokens,
-        source="provider",
-        model=model,
-    )
+from tests.ledger import spend
 
 
 @pytest.fixture
@@ -54,7 +34,7 @@ def test_staff_add_a_price_and_the_next_settle_uses_it(staff_client, user):
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
-    spend(user, 1_000_000, model="new-model")
+    spend(user, 1_000_000, 1_000_000, model="new-model")
     page = staff_client.get("/admin/billing/ledgerentry/").content.decode()
     assert "2.000000 USD" in page  # 1M x 0.5 + 1M x 1.5, per million
 
@@ -78,7 +58,7 @@ def test_a_price_in_another_currency_is_refused(staff_client, priced):
 
 def test_staff_are_warned_of_models_billing_without_a_price(staff_client, user, settings):
     settings.GEMINI_MODEL = "gemini-with-no-price"
-    spend(user, 10, model="mystery-model")
+    spend(user, 10, 10, model="mystery-model")
     for url in (
         "/admin/billing/modelprice/",
         "/admin/billing/ledgerentry/",
@@ -90,14 +70,14 @@ def test_staff_are_warned_of_models_billing_without_a_price(staff_client, user, 
 
 def test_no_warning_when_every_model_is_priced(staff_client, user, priced, settings):
     settings.GEMINI_MODEL = "test-model"
-    spend(user, 10)
+    spend(user, 10, 10, model="test-model")
     page = staff_client.get("/admin/billing/ledgerentry/").content.decode()
     assert "No price in force" not in page
 
 
 def test_usage_list_ledger_and_dashboard_show_cost(staff_client, user, other_user, priced):
-    spend(user, 1000)  # 1000 x 1000 + 1000 x 2000, per million = 3
-    spend(other_user, 10)
+    spend(user, 1000, 1000, model="test-model")  # 1000 x 1000 + 1000 x 2000, per million = 3
+    spend(other_user, 10, 10, model="test-model")
     usage = staff_client.get("/admin/billing/tokenbudget/").content.decode()
     assert "3.000000 USD" in usage
     ledger = staff_client.get("/admin/billing/ledgerentry/").content.decode()
@@ -115,7 +95,7 @@ def test_alerts_show_their_deliveries_and_staff_can_retry(staff_client, user, se
     settings.DEFAULT_TOKEN_LIMIT = 100
     settings.BUDGET_ALERT_THRESHOLDS = [50]
     settings.ALERT_WEBHOOK_URL = "http://127.0.0.1:9/hook"
-    spend(user, 30)
+    spend(user, 30, 30, model="test-model")
     alert = BudgetAlert.objects.get()
     BudgetAlert.objects.filter(pk=alert.pk).update(
         delivery="failed", attempts=10, last_status="500", next_attempt_at=None

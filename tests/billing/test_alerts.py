@@ -22,24 +22,14 @@ from standardwebhooks import Webhook
 
 from billing.alerts import backoff, record_threshold_alerts
 from billing.models import BudgetAlert, LedgerEntry, TokenBudget
-from billing.services import current_period, get_budget, reserve_tokens, reset_budget
+from billing.periods import current_period
+from billing.services import get_budget, reserve_tokens, reset_budget
 from billing.services import settle_reservation as settle_reservation_service
 from tests.concurrency import errors_of, together
+from tests.ledger import spend
 from tests.live import ROOT, free_port, wait_until
 
 SECRET = "whsec_" + base64.b64encode(b"a test key of 32 bytes, not real").decode()
-
-
-def spend(user, tokens, *, input_tokens=None):
-    hold = reserve_tokens(user=user, input_tokens=1, max_output_tokens=1)
-    return settle_reservation_service(
-        reservation_id=hold.pk,
-        chat_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        input_tokens=tokens if input_tokens is None else input_tokens,
-        output_tokens=0 if input_tokens is None else tokens - input_tokens,
-        source="provider",
-    )
 
 
 @pytest.fixture

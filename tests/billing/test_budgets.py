@@ -6,15 +6,14 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
-from django.db.models import Sum
 from django.utils import timezone
 from model_bakery import baker
 
 from billing.exceptions import BudgetExceeded
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
-from billing.selectors import usage_summary
+from billing.periods import current_period
+from billing.selectors import budget_for, usage_summary
 from billing.services import (
-    current_period,
     get_budget,
     release_reservation,
     release_stale_reservations,
@@ -24,15 +23,7 @@ from billing.services import (
     settle_reservation,
 )
 from tests.concurrency import together
-
-
-def assert_invariant(user):
-    for budget in TokenBudget.objects.filter(user=user):
-        total = LedgerEntry.objects.filter(user=user, period=budget.period).aggregate(
-            t=Sum("total")
-        )["t"]
-        assert budget.used == (total or 0)
-        assert 0 <= budget.used <= budget.limit
+from tests.ledger import assert_books_balance
 
 
 def settle(reservation, input_tokens, output_tokens, message_id=None):
@@ -64,7 +55,7 @@ def test_reserve_settle_arithmetic_and_ledger(user, settings):
     )
     hold.refresh_from_db()
     assert hold.state == "settled"
-    assert_invariant(user)
+    assert_books_balance(user, settled=False)
 
 
 def test_settlement_reports_the_budget_as_stored(user, settings):
@@ -91,7 +82,7 @@ def test_refused_when_the_input_cannot_be_covered(user, settings):
         reserve_tokens(user=user, input_tokens=100, max_output_tokens=50)
     assert caught.value.code == "token_limit_exceeded" and caught.value.status == 403
     assert caught.value.details["remaining"] == 100
-    assert get_budget(user=user).reserved == 0
+    assert budget_for(user=user).reserved == 0
     assert not TokenReservation.objects.exists()
 
 
@@ -117,13 +108,13 @@ def test_charge_is_clamped_so_used_never_passes_the_limit(user, settings):
     entry = settle(hold, 80, 70)  # the provider reported more than was held
     assert entry.total == 100
     assert TokenBudget.objects.get(user=user).used == 100
-    assert_invariant(user)
+    assert_books_balance(user, settled=False)
 
 
 def test_release_is_idempotent_and_charges_nothing(user):
     hold = reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)
-    assert release_reservation(reservation_id=hold.pk) is True
-    assert release_reservation(reservation_id=hold.pk) is False
+    assert release_reservation(reservation_id=hold.pk, reason="error") is True
+    assert release_reservation(reservation_id=hold.pk, reason="error") is False
     budget = TokenBudget.objects.get(user=user)
     assert (budget.used, budget.reserved) == (0, 0)
 
@@ -152,7 +143,7 @@ def test_a_swept_reservation_is_still_billed_once(user):
     settle(hold, 10, 3)
     budget = TokenBudget.objects.get(user=user)
     assert (budget.used, budget.reserved) == (13, 0)
-    assert_invariant(user)
+    assert_books_balance(user, settled=False)
 
 
 def test_a_new_month_opens_a_fresh_budget_without_a_command(user):
@@ -165,6 +156,21 @@ def test_a_new_month_opens_a_fresh_budget_without_a_command(user):
     assert new.pk != old.pk and new.used == 0
 
 
+def test_reading_a_budget_never_opens_its_row(auth_client, user, settings):
+    settings.DEFAULT_TOKEN_LIMIT = 1234
+    budget = budget_for(user=user)
+    assert budget.pk is None and (budget.limit, budget.used, budget.reserved) == (1234, 0, 0)
+    assert budget.period == current_period()
+
+    data = auth_client.get("/api/user/token-usage").json()["data"]
+    assert (data["limit"], data["used"], data["remaining"]) == (1234, 0, 1234)
+    call_command("reset_budgets", "--dry-run")
+    assert not TokenBudget.objects.exists()
+
+    reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)  # the write opens it
+    assert TokenBudget.objects.get(user=user).reserved == 20
+
+
 def test_reset_is_idempotent_and_keeps_the_invariant(user):
     hold = reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)
     settle(hold, 10, 10)
@@ -172,7 +178,7 @@ def test_reset_is_idempotent_and_keeps_the_invariant(user):
     assert reset_budget(user=user) is False
     assert TokenBudget.objects.get(user=user).used == 0
     assert LedgerEntry.objects.filter(kind="reset").get().total == -20
-    assert_invariant(user)
+    assert_books_balance(user, settled=False)
 
 
 def test_set_monthly_limit_writes_an_adjustment(user, staff_user):
@@ -253,7 +259,7 @@ def test_twenty_parallel_reservations_against_a_budget_for_five(settings):
     assert TokenBudget.objects.get(user=user).reserved == 500
     for hold in holds:
         settle(hold, 60, 60)  # more than held: the clamp keeps used within the limit
-    assert_invariant(user)
+    assert_books_balance(user, settled=False)
 
 
 @pytest.mark.postgres

@@ -3,7 +3,6 @@
 import csv
 import io
 import tracemalloc
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -12,23 +11,11 @@ from django.db import connection
 from django.utils import timezone
 
 from billing.models import LedgerEntry, ModelPrice
+from billing.periods import current_period
 from billing.selectors import EXPORT_COLUMNS
-from billing.services import current_period, reserve_tokens, settle_reservation
+from tests.ledger import spend
 
 URL = "/api/user/token-usage/export"
-
-
-def spend(user, tokens, model="test-model"):
-    hold = reserve_tokens(user=user, input_tokens=1, max_output_tokens=1)
-    return settle_reservation(
-        reservation_id=hold.pk,
-        chat_id=uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        input_tokens=tokens,
-        output_tokens=tokens,
-        source="provider",
-        model=model,
-    ).entry
 
 
 def read_csv(response) -> list[dict]:
@@ -54,10 +41,12 @@ def priced(db):
 
 def test_the_callers_entries_between_two_days_as_csv(auth_client, user, other_user, priced):
     days = [datetime(2026, 3, d, tzinfo=UTC).date() for d in (1, 2, 3, 4)]
-    entries = [spend(user, 100 * (i + 1)) for i in range(4)]
+    entries = [
+        spend(user, 100 * (i + 1), 100 * (i + 1), model="test-model").entry for i in range(4)
+    ]
     for entry, day in zip(entries, days, strict=True):
         at_day(entry, day)
-    at_day(spend(other_user, 7), days[1])
+    at_day(spend(other_user, 7, 7, model="test-model").entry, days[1])
 
     response = auth_client.get(URL, {"from": "2026-03-02", "to": "2026-03-03"})
 
@@ -77,7 +66,7 @@ def test_the_callers_entries_between_two_days_as_csv(auth_client, user, other_us
 
 
 def test_the_default_period_is_this_month_and_accept_csv_is_fine(auth_client, user, priced):
-    spend(user, 5)
+    spend(user, 5, 5, model="test-model")
     response = auth_client.get(URL, HTTP_ACCEPT="text/csv")
     assert response.status_code == 200
     rows = read_csv(response)
@@ -89,7 +78,7 @@ def test_an_unpriced_entry_has_an_empty_cost_and_text_cannot_become_a_formula(
 ):
     person = django_user_model.objects.create_user("=cmd|calc", "x@example.com", "pw-long-42!")
     auth_client.force_authenticate(user=person)
-    spend(person, 5, model="no-price")
+    spend(person, 5, 5, model="no-price")
     rows = read_csv(auth_client.get(URL))
     assert rows[0]["cost"] == "" and rows[0]["currency"] == ""
     assert rows[0]["username"] == "'=cmd|calc"
@@ -124,8 +113,8 @@ def test_the_export_needs_a_token(api_client, db):
 
 def test_staff_export_every_users_entries_for_a_period(client, staff_user, user, other_user):
     day = timezone.now().date()
-    spend(user, 3)
-    spend(other_user, 4)
+    spend(user, 3, 3, model="test-model")
+    spend(other_user, 4, 4, model="test-model")
     client.force_login(staff_user)
 
     form = client.get("/admin/billing/ledgerentry/export/")

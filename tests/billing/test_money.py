@@ -17,6 +17,7 @@ from billing.services import reserve_tokens, reset_budget, settle_reservation
 from chat.models import Chat
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.fakes.gemini import Script
+from tests.ledger import spend
 
 
 def price(model, input_per_million, output_per_million, *, since=None, currency="USD"):
@@ -29,19 +30,6 @@ def price(model, input_per_million, output_per_million, *, since=None, currency=
     )
 
 
-def settle(user, input_tokens, output_tokens, *, model="test-model", chat_id=None):
-    hold = reserve_tokens(user=user, input_tokens=10, max_output_tokens=10)
-    return settle_reservation(
-        reservation_id=hold.pk,
-        chat_id=chat_id or uuid.uuid4(),
-        message_id=uuid.uuid4(),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        source="provider",
-        model=model,
-    )
-
-
 def assert_cost_matches_ledger(user):
     for budget in TokenBudget.objects.filter(user=user):
         ledger = LedgerEntry.objects.filter(user=user, period=budget.period)
@@ -51,7 +39,7 @@ def assert_cost_matches_ledger(user):
 def test_cost_is_computed_at_the_settle_from_the_price_in_force(user):
     price("test-model", "0.30", "2.50")
 
-    settlement = settle(user, 1000, 160)
+    settlement = spend(user, 1000, 160, model="test-model")
 
     entry = settlement.entry
     entry.refresh_from_db()
@@ -81,11 +69,11 @@ def test_the_settle_reads_the_price_in_its_locking_query(user, django_assert_num
 
 def test_a_price_change_mid_month_keeps_the_cost_of_earlier_entries(user, auth_client):
     price("test-model", "1.00", "2.00", since=timezone.now() - timedelta(days=10))
-    first = settle(user, 1000, 500).entry  # 0.001 + 0.001
+    first = spend(user, 1000, 500, model="test-model").entry  # 0.001 + 0.001
 
     price("test-model", "3.00", "4.00", since=timezone.now())  # staff add the new price
     price("test-model", "9.00", "9.00", since=timezone.now() + timedelta(days=1))  # not yet
-    second = settle(user, 1000, 500).entry  # 0.003 + 0.002
+    second = spend(user, 1000, 500, model="test-model").entry  # 0.003 + 0.002
 
     first.refresh_from_db()
     second.refresh_from_db()
@@ -101,10 +89,10 @@ def test_the_months_cost_equals_the_sum_of_its_entries(user, auth_client, staff_
     price("test-model", "0.123457", "7.654321")
     price("other-model", "1.25", "10")
     for index in range(25):
-        settle(user, 37 * index + 1, 11 * index, model=("test-model", "other-model")[index % 2])
-    settle(user, 50, 50, model="no-price-model")
+        spend(user, 37 * index + 1, 11 * index, model=("test-model", "other-model")[index % 2])
+    spend(user, 50, 50, model="no-price-model")
     reset_budget(user=user, actor=staff_user)  # gives tokens back, never money
-    settle(user, 999, 1, model="test-model")
+    spend(user, 999, 1, model="test-model")
 
     assert_cost_matches_ledger(user)
     expected = LedgerEntry.objects.filter(user=user).aggregate(c=Sum("cost"))["c"]
@@ -114,7 +102,7 @@ def test_the_months_cost_equals_the_sum_of_its_entries(user, auth_client, staff_
 
 
 def test_a_model_without_a_price_bills_tokens_and_shows_no_cost(user):
-    settlement = settle(user, 30, 20, model="unknown-model")
+    settlement = spend(user, 30, 20, model="unknown-model")
 
     assert settlement.entry.total == 50 and settlement.cost is None
     entry = LedgerEntry.objects.get()
@@ -187,5 +175,5 @@ def test_the_offline_model_is_priced_at_zero_by_the_seed(auth_client, user, sett
 
 def test_a_chat_without_priced_replies_has_no_cost(auth_client, user):
     chat = baker.make(Chat, owner=user)
-    settle(user, 10, 10, model="unknown-model", chat_id=chat.pk)
+    spend(user, 10, 10, model="unknown-model", chat_id=chat.pk)
     assert auth_client.get(f"/api/chat/{chat.pk}").json()["data"]["cost"] is None

@@ -24,10 +24,9 @@ from django.core.management import call_command
 from billing import tokens
 from billing.tokens import (
     calculate_message_tokens,
-    chat_token_stats,
     clear_token_cache,
     count_system_prompt_tokens,
-    count_text_tokens,
+    count_text_tokens_with_source,
     estimate_tokens,
     token_cache_stats,
 )
@@ -60,8 +59,8 @@ def test_any_5000_character_text_is_at_most_1932(seed):
 
 def test_count_uses_the_api_then_the_cache(fake_gemini):
     fake_gemini.count_tokens_value = 21
-    assert count_text_tokens("count me") == 21
-    assert count_text_tokens("count me") == 21
+    assert count_text_tokens_with_source("count me") == (21, "counted")
+    assert count_text_tokens_with_source("count me") == (21, "counted")
     assert len(fake_gemini.count_requests()) == 1
     stats = token_cache_stats()
     assert (stats["hits"], stats["misses"], stats["api_calls"]) == (1, 1, 1)
@@ -71,7 +70,7 @@ def test_count_uses_the_api_then_the_cache(fake_gemini):
 def test_cache_keys_hold_no_raw_text(fake_gemini):
     from django.core.cache import cache
 
-    count_text_tokens("a very private sentence")
+    count_text_tokens_with_source("a very private sentence")
     keys = list(getattr(cache, "_cache", {}).keys())
     assert keys and not any("private" in str(key) for key in keys)
 
@@ -79,7 +78,10 @@ def test_cache_keys_hold_no_raw_text(fake_gemini):
 def test_a_failing_count_falls_back_to_the_estimate(fake_gemini):
     fake_gemini.count_error_status = 500
     fake_gemini.default.error_status = None
-    assert count_text_tokens("Hello world") == estimate_tokens("Hello world")
+    assert count_text_tokens_with_source("Hello world") == (
+        estimate_tokens("Hello world"),
+        "estimated",
+    )
     stats = token_cache_stats()
     assert stats["fallbacks"] == 1 and stats["estimates"] == 1
 
@@ -94,11 +96,11 @@ def test_system_prompt_is_counted_once(fake_gemini):
 def test_hit_rate_after_repeated_counts(settings):
     settings.LLM_PROVIDER = "local"
     for _ in range(9):
-        count_text_tokens("same text")
+        count_text_tokens_with_source("same text")
     assert token_cache_stats()["hit_rate"] == pytest.approx(8 / 9, abs=1e-3)
     clear_token_cache()
     assert token_cache_stats()["hits"] == 0
-    count_text_tokens("same text")
+    count_text_tokens_with_source("same text")
     assert token_cache_stats()["misses"] == 1
 
 
@@ -112,20 +114,10 @@ def test_message_breakdown(settings):
     assert tokens.source == "counted"
 
 
-def test_chat_token_stats():
-    assert chat_token_stats([10, 30, 20]) == {
-        "total": 60,
-        "average": 20.0,
-        "maximum": 30,
-        "message_count": 3,
-    }
-    assert chat_token_stats([]) == {"total": 0, "average": 0, "maximum": 0, "message_count": 0}
-
-
 def test_command_table_json_and_clear(settings, capsys):
     settings.LLM_PROVIDER = "local"
-    count_text_tokens("x")
-    count_text_tokens("x")
+    count_text_tokens_with_source("x")
+    count_text_tokens_with_source("x")
     call_command("token_cache_stats")
     table = capsys.readouterr().out
     assert "hit rate" in table and "50.0%" in table
@@ -245,11 +237,11 @@ def shared_cache(request, settings, monkeypatch):
 
 def test_a_second_count_asks_neither_the_api_nor_the_shared_cache(fake_gemini, shared_cache):
     fake_gemini.count_tokens_value = 21
-    assert count_text_tokens("count me") == 21
+    assert count_text_tokens_with_source("count me") == (21, "counted")
     assert count_calls(shared_cache) == ["get", "add"]  # the first went through both layers
     shared_cache.calls.clear()
 
-    assert count_text_tokens("count me") == 21
+    assert count_text_tokens_with_source("count me") == (21, "counted")
     assert len(fake_gemini.count_requests()) == 1
     assert shared_cache.calls == []  # not even a statistics increment
 
@@ -257,11 +249,13 @@ def test_a_second_count_asks_neither_the_api_nor_the_shared_cache(fake_gemini, s
 def test_a_local_miss_is_served_by_the_shared_cache(fake_gemini, shared_cache, settings):
     settings.TOKEN_CACHE_LOCAL_ENTRIES = 1
     fake_gemini.count_tokens_value = 21
-    count_text_tokens("first")
-    count_text_tokens("second")  # pushes "first" out of the local layer, as on another node
+    count_text_tokens_with_source("first")
+    count_text_tokens_with_source(
+        "second"
+    )  # pushes "first" out of the local layer, as on another node
     shared_cache.calls.clear()
 
-    assert count_text_tokens("first") == 21
+    assert count_text_tokens_with_source("first") == (21, "counted")
     assert len(fake_gemini.count_requests()) == 2
     assert count_calls(shared_cache) == ["get"]
     stats = token_cache_stats()
@@ -271,9 +265,9 @@ def test_a_local_miss_is_served_by_the_shared_cache(fake_gemini, shared_cache, s
 def test_statistics_are_exact_after_many_hits(settings, shared_cache):
     settings.LLM_PROVIDER = "local"
     for _ in range(500):
-        count_text_tokens("same text")
+        count_text_tokens_with_source("same text")
     for _ in range(250):
-        count_text_tokens("other text")
+        count_text_tokens_with_source("other text")
     # Counted in process memory: within the flush interval nothing was added to the shared cache.
     assert not [key for op, key in shared_cache.calls if op == "incr"]
 
@@ -290,18 +284,20 @@ def test_statistics_reach_the_shared_counters_when_the_interval_passes(
     settings.LLM_PROVIDER = "local"
     hits, misses = tokens._stat_key("hits"), tokens._stat_key("misses")
     for _ in range(5):
-        count_text_tokens("same text")
+        count_text_tokens_with_source("same text")
     # What another node reads: nothing yet, the counts wait for the interval.
     assert shared_cache.get_many([hits, misses]) == {}
 
     monkeypatch.setattr(tokens, "STATS_FLUSH_INTERVAL_S", 0.0)
-    count_text_tokens("same text")  # the interval has passed: all pending counts are added
+    count_text_tokens_with_source(
+        "same text"
+    )  # the interval has passed: all pending counts are added
     assert shared_cache.get_many([hits, misses]) == {hits: 5, misses: 1}
 
 
 def test_clear_forgets_the_local_layer_and_pending_statistics(fake_gemini, shared_cache):
-    count_text_tokens("count me")
-    count_text_tokens("count me")
+    count_text_tokens_with_source("count me")
+    count_text_tokens_with_source("count me")
     clear_token_cache()
     shared_cache.calls.clear()
 
@@ -311,7 +307,7 @@ def test_clear_forgets_the_local_layer_and_pending_statistics(fake_gemini, share
     assert not [key for op, key in shared_cache.calls if op == "incr"]
     assert len(tokens._local_counts) == 0
 
-    count_text_tokens("count me")
+    count_text_tokens_with_source("count me")
     assert len(fake_gemini.count_requests()) == 2  # the local copy was forgotten too
     assert token_cache_stats()["misses"] == 1
 
@@ -320,18 +316,21 @@ def test_the_local_layer_keeps_at_most_its_bound_least_recently_used_out(setting
     settings.LLM_PROVIDER = "local"
     settings.TOKEN_CACHE_LOCAL_ENTRIES = 3
     for i in range(10):
-        count_text_tokens(f"text {i}")
+        count_text_tokens_with_source(f"text {i}")
         assert len(tokens._local_counts) <= 3
     assert len(tokens._local_counts) == 3  # texts 7, 8, 9
-    count_text_tokens("text 7")  # used again: now the most recent
-    count_text_tokens("text 10")  # pushes out the least recently used: "text 8"
+    count_text_tokens_with_source("text 7")  # used again: now the most recent
+    count_text_tokens_with_source("text 10")  # pushes out the least recently used: "text 8"
     assert len(tokens._local_counts) == 3
     shared_cache.calls.clear()
 
     for i in (7, 9, 10):
-        assert count_text_tokens(f"text {i}") == estimate_tokens(f"text {i}")
+        assert count_text_tokens_with_source(f"text {i}") == (
+            estimate_tokens(f"text {i}"),
+            "counted",
+        )
     assert shared_cache.calls == []
-    assert count_text_tokens("text 8") == estimate_tokens("text 8")
+    assert count_text_tokens_with_source("text 8") == (estimate_tokens("text 8"), "counted")
     assert count_calls(shared_cache) == ["get"]
 
 
@@ -340,7 +339,7 @@ def test_without_the_local_layer_every_count_reads_the_shared_cache(
 ):
     settings.TOKEN_CACHE_LOCAL_ENTRIES = 0
     fake_gemini.count_tokens_value = 21
-    assert [count_text_tokens("count me") for _ in range(3)] == [21, 21, 21]
+    assert [count_text_tokens_with_source("count me") for _ in range(3)] == [(21, "counted")] * 3
     assert len(fake_gemini.count_requests()) == 1
     assert count_calls(shared_cache) == ["get", "add", "get", "get"]
     assert len(tokens._local_counts) == 0
@@ -356,7 +355,8 @@ def test_counts_and_statistics_from_many_threads(settings, shared_cache, monkeyp
 
     def work(n: int) -> list[bool]:
         return [
-            count_text_tokens(texts[(n + i) % 6]) == estimate_tokens(texts[(n + i) % 6])
+            count_text_tokens_with_source(texts[(n + i) % 6])
+            == (estimate_tokens(texts[(n + i) % 6]), "counted")
             for i in range(300)
         ]
 
@@ -389,9 +389,9 @@ tokens.STATS_FLUSH_INTERVAL_S = 0.001
 
 def work(n):
     for i in range(200):
-        assert tokens.count_text_tokens(f"text {(n + i) % 6}") == tokens.estimate_tokens(
-            f"text {(n + i) % 6}"
-        )
+        text = f"text {(n + i) % 6}"
+        counted = tokens.count_text_tokens_with_source(text)
+        assert counted == (tokens.estimate_tokens(text), "counted")
         gevent.sleep(0)
 
 
@@ -430,7 +430,7 @@ def test_entries_are_what_the_shared_cache_holds_now(settings, shared_cache):
     settings.LLM_PROVIDER = "local"
     settings.TOKEN_CACHE_LOCAL_ENTRIES = 0
     for text in ("one", "two", "three"):
-        count_text_tokens(text)
+        count_text_tokens_with_source(text)
     assert token_cache_stats()["entries"] == 3
     # One count evicted (or expired) from the shared cache: the statistics say so.
     shared_cache.delete(tokens._key(settings.GEMINI_MODEL, "two"))
@@ -444,7 +444,7 @@ def test_local_entries_are_this_processs_lru(settings, shared_cache):
     settings.LLM_PROVIDER = "local"
     settings.TOKEN_CACHE_LOCAL_ENTRIES = 2
     for text in ("one", "two", "three"):
-        count_text_tokens(text)
+        count_text_tokens_with_source(text)
     stats = token_cache_stats()
     assert (stats["entries"], stats["local_entries"]) == (3, 2)
 
@@ -463,7 +463,7 @@ def test_statistics_reach_the_shared_counters_when_the_request_ends(
     settings.LLM_PROVIDER = "local"
     hits, misses = tokens._stat_key("hits"), tokens._stat_key("misses")
     for _ in range(3):
-        count_text_tokens("same text")
+        count_text_tokens_with_source("same text")
     assert shared_cache.get_many([hits, misses]) == {}  # pending in this process
     client.get("/health")  # any request's end (request_finished) adds what is pending
     # What another node's dashboard reads now, with no further lookup in this process.

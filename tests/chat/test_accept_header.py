@@ -3,9 +3,7 @@
 with their status, also for a client that asked for text/event-stream."""
 
 import pytest
-from model_bakery import baker
 
-from chat.models import Chat
 from tests.chat.sse_client import parse_events, streamed_body
 
 ACCEPT_HEADERS = [
@@ -20,19 +18,7 @@ ACCEPT_HEADERS = [
 
 
 # The reply's run works on its own thread, so what the test creates must be committed.
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _offline_model(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
-
-
-@pytest.fixture
-def chat(user):
-    return baker.make(Chat, owner=user)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("offline_model")]
 
 
 def post_message(client, chat_id, accept, message="hello there"):

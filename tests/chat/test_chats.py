@@ -6,7 +6,7 @@ import pytest
 from model_bakery import baker
 
 from chat.models import Chat, Message
-from chat.selectors import chat_detail, chats_for
+from chat.selectors import chat_detail, chat_token_stats, chats_for
 
 
 def test_create_and_list_newest_first(auth_client, user):
@@ -124,5 +124,22 @@ def test_selectors_query_counts(user, django_assert_num_queries):
     baker.make(Message, chat=chat, _quantity=5)
     with django_assert_num_queries(1):
         list(chats_for(user=user))
-    with django_assert_num_queries(3):  # the chat, its messages, its cost
+    with django_assert_num_queries(4):  # the chat, its messages, their tokens, its cost
         chat_detail(user=user, chat_id=str(chat.pk))
+
+
+def test_chat_token_stats_sum_the_model_replies_in_the_database(user, django_assert_num_queries):
+    chat = baker.make(Chat, owner=user)
+    assert chat_token_stats(chat_id=chat.pk) == {
+        "total": 0,
+        "average": 0,
+        "maximum": 0,
+        "message_count": 0,
+    }
+    for tokens in (10, 30, 25):
+        baker.make(Message, chat=chat, role=Message.Role.MODEL, tokens_used=tokens)
+    baker.make(Message, chat=chat, role=Message.Role.USER, tokens_used=999)
+    baker.make(Message, role=Message.Role.MODEL, tokens_used=999)  # another chat's
+    with django_assert_num_queries(1):
+        stats = chat_token_stats(chat_id=chat.pk)
+    assert stats == {"total": 65, "average": 21.7, "maximum": 30, "message_count": 3}

@@ -12,11 +12,8 @@ from tests.chat.sse_client import parse_events
 
 
 @pytest.fixture(autouse=True)
-def _offline(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNKS = 6
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
+def _offline(offline_model):
+    offline_model.LOCAL_LLM_CHUNKS = 6
 
 
 @pytest.mark.django_db(transaction=True)  # the reply's run works on its own thread

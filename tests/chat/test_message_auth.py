@@ -11,27 +11,17 @@ from rest_framework_simplejwt.tokens import AccessToken
 from billing.models import TokenBudget
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
+from tests.messages import send
 from tests.queries import StatementsOfEveryThread
 
 # The reply's run works on its own thread, so what the test creates must be committed.
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _offline_model(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("offline_model")]
 
 
 def bearer(user) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {AccessToken.for_user(user)}")
     return client
-
-
-def send(client, chat_id):
-    return client.post(f"/api/chat/{chat_id}/message", {"message": "hello"}, format="json")
 
 
 def test_a_message_with_a_valid_token_streams_and_reads_no_user_row(user):

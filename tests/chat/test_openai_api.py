@@ -6,13 +6,13 @@ import json
 from decimal import Decimal
 
 import pytest
-from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from accounts.services import create_api_key
-from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.models import LedgerEntry, TokenBudget
 from chat.models import Message
 from tests.fakes.gemini import Script
+from tests.ledger import assert_books_balance
 
 URL = "/v1/chat/completions"
 MODEL = "gemini-2.5-flash"
@@ -56,13 +56,6 @@ def stream_events(response) -> list:
                 data = line[len("data: ") :]
                 events.append(data if data == "[DONE]" else json.loads(data))
     return events
-
-
-def assert_books_balance(user):
-    budget = TokenBudget.objects.get(user=user)
-    total = LedgerEntry.objects.filter(user=user).aggregate(t=Sum("total"))["t"] or 0
-    assert budget.used == total and budget.reserved == 0
-    assert not TokenReservation.objects.filter(state="active").exists()
 
 
 # --- models -------------------------------------------------------------------------------

@@ -9,16 +9,15 @@ import uuid
 import httpx
 import openai
 import pytest
-from django.db.models import Sum
 
-from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.models import LedgerEntry, TokenBudget
 from tests.fakes.gemini import Script
-from tests.live import live_gunicorn, wait_until
+from tests.ledger import assert_books_balance
+from tests.live import PASSWORD, live_gunicorn, make_user_and_token, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 MODEL = "gemini-2.5-flash"
-PASSWORD = "a-long-passphrase-42"
 
 
 def server_env(fake_gemini, **extra):
@@ -35,34 +34,15 @@ def server_env(fake_gemini, **extra):
 
 def make_key(server) -> tuple[str, str, int]:
     """(username, API key, key id), through the HTTP API."""
-    username = f"u{uuid.uuid4().hex[:10]}"
-    httpx.post(
-        f"{server.url}/api/auth/register",
-        json={"username": username, "email": "", "password": PASSWORD},
-    ).raise_for_status()
-    access = httpx.post(
-        f"{server.url}/api/auth/token", json={"username": username, "password": PASSWORD}
-    ).json()["data"]["access"]
-    created = httpx.post(
-        f"{server.url}/api/keys",
-        json={"name": "sdk"},
-        headers={"Authorization": f"Bearer {access}"},
-    ).json()["data"]
+    username, headers = make_user_and_token(server)
+    created = httpx.post(f"{server.url}/api/keys", json={"name": "sdk"}, headers=headers).json()[
+        "data"
+    ]
     return username, created["key"], created["id"]
 
 
 def sdk(server, key, **options) -> openai.OpenAI:
     return openai.OpenAI(api_key=key, base_url=f"{server.url}/v1", timeout=30, **options)
-
-
-def books_balance(username) -> bool:
-    budget = TokenBudget.objects.get(user__username=username)
-    total = LedgerEntry.objects.filter(user__username=username).aggregate(t=Sum("total"))["t"]
-    return (
-        budget.used == (total or 0)
-        and budget.reserved == 0
-        and not TokenReservation.objects.filter(user=budget.user, state="active").exists()
-    )
 
 
 def completion_posts(server) -> int:
@@ -126,7 +106,7 @@ def test_completions_streamed_and_not_are_billed_exactly_as_the_usage_they_repor
     assert "".join(c.choices[0].delta.content or "" for c in plain) == "No usage chunk"
     assert all(c.usage is None for c in plain)
     assert LedgerEntry.objects.filter(api_key_id=key_id).count() == 3
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_a_revoked_key_is_refused_with_401(tmp_path, fake_gemini):
@@ -167,7 +147,7 @@ def test_a_spent_budget_is_429_insufficient_quota_and_the_sdk_does_not_retry(tmp
         wait_until(lambda: '"GET /v1/models' in server.log(), timeout=10, message="the log")
         assert completion_posts(server) == 1  # x-should-retry: false was obeyed
     assert fake_gemini.generate_requests() == []
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_the_rate_limit_is_429_with_retry_after(tmp_path, fake_gemini):
@@ -198,7 +178,7 @@ def test_an_upstream_failure_before_output_is_a_status_the_sdk_raises(tmp_path, 
     for failure in (streamed.value, plain.value):
         assert failure.status_code == 502 and failure.code == "upstream_error"
     assert not LedgerEntry.objects.exists()  # nothing was consumed
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_an_upstream_failure_after_output_ends_the_stream_with_an_error_and_bills_it(
@@ -221,7 +201,7 @@ def test_an_upstream_failure_after_output_ends_the_stream_with_an_error_and_bill
     assert failed.value.code == "upstream_error"
     entry = LedgerEntry.objects.get(api_key_id=key_id)
     assert entry.output_tokens > 0 and entry.total > 0  # the partial output is billed
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_an_unsupported_parameter_is_400_naming_it(tmp_path, fake_gemini):
@@ -289,7 +269,7 @@ def test_parallel_streams_with_one_key_never_overspend(tmp_path, fake_gemini):
         entry.input_tokens + entry.output_tokens for entry in entries
     )
     assert sum(entry.total for entry in entries) == budget.used
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_a_client_that_goes_away_mid_stream_is_billed_for_what_was_consumed(tmp_path, fake_gemini):
@@ -314,4 +294,4 @@ def test_a_client_that_goes_away_mid_stream_is_billed_for_what_was_consumed(tmp_
             message="the settle of the abandoned stream",
         )
     assert entry.output_tokens > 0 and entry.total > 0
-    assert books_balance(username)
+    assert_books_balance(username)

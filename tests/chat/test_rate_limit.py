@@ -155,7 +155,8 @@ ROUNDS = 20
 @pytest.mark.skipif(not REDIS_TEST_URL, reason="set REDIS_TEST_URL to run")
 @pytest.mark.django_db(transaction=True)
 def test_fifty_parallel_messages_to_two_nodes_one_passes_per_window(tmp_path):
-    from tests.chat.test_stream_live import books_balance, create_chat, make_user_and_token
+    from tests.ledger import assert_books_balance
+    from tests.live import create_chat, make_user_and_token
 
     env = {
         "CACHE_URL": REDIS_TEST_URL,
@@ -225,4 +226,4 @@ def test_fifty_parallel_messages_to_two_nodes_one_passes_per_window(tmp_path):
     assert len(accepted) == sum(passed_per_round) + 2  # and the two warm-up messages
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(accepted)]
     assert min(gaps) > LIVE_WINDOW_MS / 1000 - CLAIM_TO_ROW_SLACK_S, sorted(gaps)[:3]
-    assert books_balance(username)
+    assert_books_balance(username)

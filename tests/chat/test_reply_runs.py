@@ -8,33 +8,22 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.db.models import Sum
 from model_bakery import baker
 
-from billing.models import LedgerEntry, TokenBudget, TokenReservation
+from billing.models import LedgerEntry
 from chat.models import Chat, Message, ReplyEvent
 from chat.reply.eventlog import shared_log
 from tests.chat.sse_client import parse_events, streamed_body
+from tests.ledger import assert_books_balance
+from tests.messages import send
 from tests.queries import StatementsOfEveryThread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def _offline_model(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNKS = 12
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
-
-
-@pytest.fixture
-def chat(user):
-    return baker.make(Chat, owner=user, title="Ideas")
-
-
-def send(client, chat_id, message="Describe a generative art NFT collection"):
-    return client.post(f"/api/chat/{chat_id}/message", {"message": message}, format="json")
+def _offline_model(offline_model):
+    offline_model.LOCAL_LLM_CHUNKS = 12
 
 
 def stream(client, chat_id, reply_id, *, after=None, last_event_id=None):
@@ -55,13 +44,6 @@ def event_ids(raw: bytes) -> list[int]:
 
 def texts(events) -> str:
     return "".join(e["text"] for e in events if "text" in e)
-
-
-def books_balance(user) -> bool:
-    budget = TokenBudget.objects.get(user=user)
-    total = LedgerEntry.objects.filter(user=user).aggregate(t=Sum("total"))["t"] or 0
-    active = TokenReservation.objects.filter(user=user, state="active").exists()
-    return budget.used == total and budget.reserved == 0 and not active
 
 
 def test_the_message_response_names_the_reply_and_its_events_have_ids(auth_client, chat):
@@ -200,7 +182,7 @@ def test_a_second_message_while_a_reply_generates_is_409(auth_client, user, chat
     third = send(auth_client, chat.pk, "now it is my turn")
     assert third.status_code == 200
     parse_events(streamed_body(third))
-    assert books_balance(user)
+    assert_books_balance(user)
 
 
 @pytest.mark.postgres
@@ -268,7 +250,7 @@ def test_stop_from_another_request_ends_the_reply_for_every_listener(
     assert entry.source == saved["token_source"] == "provider"
     again = stop(auth_client, chat.pk, reply_id)
     assert again.status_code == 409 and again.json()["error"]["code"] == "reply_finished"
-    assert books_balance(user)
+    assert_books_balance(user)
 
 
 def test_stop_of_an_ended_reply_is_409(auth_client, chat):
@@ -304,7 +286,7 @@ def test_two_racing_stops_bill_once(auth_client, user, chat, settings):
 
     assert sorted(statuses) == [200, 409]
     assert LedgerEntry.objects.filter(message_id=reply_id).count() == 1
-    assert books_balance(user)
+    assert_books_balance(user)
 
 
 def test_the_database_log_is_written_in_batches_not_per_event(auth_client, chat, settings):
@@ -379,4 +361,4 @@ def test_stop_of_a_reply_whose_worker_died_ends_it_at_once(auth_client, user, ch
     assert saved["status"] == "partial" and saved["finish_reason"] == "stopped"
     assert saved["content"] == "so far" and saved["tokens_used"] > 0
     assert LedgerEntry.objects.filter(message_id=exchange.reply_id).count() == 1
-    assert books_balance(user)
+    assert_books_balance(user)

@@ -13,8 +13,15 @@ import pytest
 
 from billing.models import LedgerEntry
 from chat.models import Message
-from tests.chat.test_stream_live import books_balance, create_chat, make_user_and_token
-from tests.live import live_gunicorn, open_raw_stream, read_events, wait_until
+from tests.ledger import assert_books_balance
+from tests.live import (
+    create_chat,
+    live_gunicorn,
+    make_user_and_token,
+    open_raw_stream,
+    read_events,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -89,7 +96,7 @@ def assert_billed_once_from_the_provider(reply_id, username):
     entry = LedgerEntry.objects.get(message_id=reply_id)
     assert entry.source == reply.token_source == "provider"
     assert entry.total == reply.tokens_used
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 @needs_redis
@@ -246,4 +253,4 @@ def test_a_graceful_restart_lets_runs_finish(tmp_path, graceful_timeout):
         assert reply.status == "partial" and reply.finish_reason == "shutdown"
         assert 2 <= len(reply.stream_offsets) < chunks
     assert LedgerEntry.objects.get(message_id=reply_id).total == reply.tokens_used > 0
-    assert books_balance(username)
+    assert_books_balance(username)

@@ -10,15 +10,19 @@ pinned: a change that adds one fails here.
 """
 
 import os
-import uuid
 
-import httpx
 import pytest
 from django.db import connection
 
 from chat.models import Message
 from tests.fakes.gemini import Script
-from tests.live import database_url, live_gunicorn, open_raw_stream
+from tests.live import (
+    create_chat,
+    database_url,
+    live_gunicorn,
+    make_user_and_token,
+    open_raw_stream,
+)
 from tests.pgwire import CountingProxy
 
 REDIS_URL = os.environ.get("REDIS_TEST_URL")
@@ -28,7 +32,6 @@ pytestmark = [
     pytest.mark.skipif(not REDIS_URL, reason="set REDIS_TEST_URL to run"),
 ]
 
-PASSWORD = "a-long-passphrase-42"
 # The set-up: BEGIN, the chat (with the caller's is_active), "no reply generating", the
 # history, the hold (one statement), the question, the reply's row, COMMIT. The settle:
 # BEGIN, the reply, the settle (one statement: the locks, the charge, the settled hold, the
@@ -68,17 +71,9 @@ def test_round_trips_per_message_are_pinned(tmp_path, fake_gemini):
             "CACHE_URL": REDIS_URL,
         }
         with live_gunicorn(env=env, tmp_path=tmp_path, workers=1) as server:
-            username = f"u{uuid.uuid4().hex[:10]}"
-            httpx.post(
-                f"{server.url}/api/auth/register",
-                json={"username": username, "password": PASSWORD},
-            ).raise_for_status()
-            token = httpx.post(
-                f"{server.url}/api/auth/token", json={"username": username, "password": PASSWORD}
-            ).json()["data"]["access"]
-            headers = {"Authorization": f"Bearer {token}"}
-            chat = httpx.post(f"{server.url}/api/chat", json={}, headers=headers).json()["data"]
-            path = f"/api/chat/{chat['id']}/message"
+            _, headers = make_user_and_token(server)
+            chat_id = create_chat(server, headers)
+            path = f"/api/chat/{chat_id}/message"
             for _ in range(2):  # warm: the month's budget row, the pool's connections
                 send(server, path, headers)
             start = proxy.count()
@@ -86,7 +81,7 @@ def test_round_trips_per_message_are_pinned(tmp_path, fake_gemini):
                 send(server, path, headers)
             trips = proxy.since(start)
 
-    assert Message.objects.filter(chat_id=chat["id"], status="complete").count() == 12
+    assert Message.objects.filter(chat_id=chat_id, status="complete").count() == 12
     per_message = len(trips) / MEASURED
     listing = "\n".join(trips[: len(trips) // MEASURED])
     assert per_message == ROUND_TRIPS_PER_MESSAGE, (

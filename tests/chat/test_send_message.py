@@ -5,43 +5,18 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.db.models import Sum
 from model_bakery import baker
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
-from billing.services import current_period
-from chat.models import Chat, Message
+from billing.periods import current_period
+from chat.models import Message
 from tests.chat.sse_client import parse_events, streamed_body
+from tests.ledger import assert_books_balance
+from tests.messages import send
 from tests.queries import StatementsOfEveryThread
 
 # The reply's run works on its own thread, so what the test creates must be committed.
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _offline_model(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
-
-
-@pytest.fixture
-def chat(user):
-    return baker.make(Chat, owner=user, title="Ideas")
-
-
-def send(client, chat_id, message="Describe a generative art NFT collection"):
-    return client.post(f"/api/chat/{chat_id}/message", {"message": message}, format="json")
-
-
-def assert_ledger_matches_budget(user):
-    for budget in TokenBudget.objects.filter(user=user):
-        ledger = LedgerEntry.objects.filter(user=user, period=budget.period).aggregate(
-            t=Sum("total")
-        )
-        assert budget.used == (ledger["t"] or 0)
-        assert budget.reserved == 0
-    assert not TokenReservation.objects.filter(user=user, state="active").exists()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("offline_model")]
 
 
 def test_reply_streams_chunk_by_chunk_and_ends_with_the_bill(auth_client, user, chat):
@@ -79,7 +54,7 @@ def test_reply_streams_chunk_by_chunk_and_ends_with_the_bill(auth_client, user, 
         "remaining": budget.limit - budget.used - budget.reserved,
     }
     assert budget.used == reply.tokens_used
-    assert_ledger_matches_budget(user)
+    assert_books_balance(user)
 
 
 def test_tokens_are_saved_after_each_message_and_history_is_sent(auth_client, user, chat):
@@ -94,7 +69,7 @@ def test_tokens_are_saved_after_each_message_and_history_is_sent(auth_client, us
     detail = auth_client.get(f"/api/chat/{chat.pk}").json()["data"]
     assert [m["role"] for m in detail["messages"]] == ["user", "model", "user", "model"]
     assert detail["messages"][1]["tokens_used"] == first["tokens_used"]
-    assert_ledger_matches_budget(user)
+    assert_books_balance(user)
 
 
 @pytest.mark.parametrize(

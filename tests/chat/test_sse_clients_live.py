@@ -4,7 +4,6 @@ headers they really send (`Accept: text/event-stream`, `Cache-Control`): httpx-s
 envelope, not an event stream), an error event after output began."""
 
 import json
-import uuid
 
 import httpx
 import pytest
@@ -13,9 +12,9 @@ from httpx_sse import connect_sse
 from requests_sse import EventSource, InvalidStatusCodeError
 
 from chat.models import Message
-from tests.chat.test_stream_live import PASSWORD, books_balance
 from tests.fakes.gemini import Script
-from tests.live import live_gunicorn
+from tests.ledger import assert_books_balance
+from tests.live import create_chat, live_gunicorn, make_user_and_token
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -38,16 +37,8 @@ def server(tmp_path, fake_gemini):
 
 @pytest.fixture
 def account(server):
-    username = f"u{uuid.uuid4().hex[:10]}"
-    httpx.post(
-        f"{server.url}/api/auth/register",
-        json={"username": username, "email": "", "password": PASSWORD},
-    ).raise_for_status()
-    access = httpx.post(
-        f"{server.url}/api/auth/token", json={"username": username, "password": PASSWORD}
-    ).json()["data"]["access"]
-    headers = {"Authorization": f"Bearer {access}"}
-    chat_id = httpx.post(f"{server.url}/api/chat", json={}, headers=headers).json()["data"]["id"]
+    username, headers = make_user_and_token(server)
+    chat_id = create_chat(server, headers)
     return username, headers, f"{server.url}/api/chat/{chat_id}/message"
 
 
@@ -109,7 +100,7 @@ def test_a_reply_streams_to_a_third_party_sse_client(server, account, fake_gemin
     assert done["done"] is True and "error" not in done
     assert done["tokens_used"] == 35
     assert Message.objects.get(pk=done["message_id"]).content == "Pixel art lives."
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -124,7 +115,7 @@ def test_a_429_before_the_stream_is_a_json_envelope(server, account, fake_gemini
     assert content_type.startswith("application/json")
     assert body["error"]["code"] == "rate_limited"
     assert body["error"]["details"]["retry_after"] >= 1
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 @pytest.mark.parametrize(
@@ -150,4 +141,4 @@ def test_an_error_after_output_began_is_the_last_event(
     reply = Message.objects.get(pk=done["message_id"])
     assert reply.status == "partial" and reply.content == "one two"
     assert done["tokens_used"] > 0
-    assert books_balance(username)
+    assert_books_balance(username)

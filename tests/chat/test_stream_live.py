@@ -4,41 +4,23 @@ push a user past the budget. PostgreSQL: the server process shares the test data
 
 import itertools
 import time
-import uuid
 
 import httpx
 import pytest
-from django.db.models import Sum
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from chat.models import Message
-from tests.live import live_gunicorn, open_raw_stream, read_events, wait_until
+from tests.ledger import assert_books_balance
+from tests.live import (
+    create_chat,
+    live_gunicorn,
+    make_user_and_token,
+    open_raw_stream,
+    read_events,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "a-long-passphrase-42"
-
-
-def make_user_and_token(server, username=None):
-    username = username or f"u{uuid.uuid4().hex[:10]}"
-    httpx.post(
-        f"{server.url}/api/auth/register",
-        json={"username": username, "email": "", "password": PASSWORD},
-    ).raise_for_status()
-    pair = httpx.post(
-        f"{server.url}/api/auth/token", json={"username": username, "password": PASSWORD}
-    ).json()["data"]
-    return username, {"Authorization": f"Bearer {pair['access']}"}
-
-
-def create_chat(server, headers):
-    return httpx.post(f"{server.url}/api/chat", json={}, headers=headers).json()["data"]["id"]
-
-
-def books_balance(username):
-    budget = TokenBudget.objects.get(user__username=username)
-    total = LedgerEntry.objects.filter(user__username=username).aggregate(t=Sum("total"))["t"]
-    return budget.used == (total or 0) and budget.reserved == 0
 
 
 def test_chunks_arrive_one_by_one_through_gunicorn(tmp_path):
@@ -63,7 +45,7 @@ def test_chunks_arrive_one_by_one_through_gunicorn(tmp_path):
     gaps = [b - a for a, b in itertools.pairwise(arrivals[:-1])]
     # Each chunk is written when the model produces it (150 ms apart), not at the end.
     assert min(gaps) > 0.1
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def ended_replies(chat_id):
@@ -103,7 +85,7 @@ def test_a_client_that_goes_away_leaves_message_reply_and_settled_tokens(tmp_pat
     assert reply.tokens_used > 0
     assert LedgerEntry.objects.get(message_id=reply.pk).total == reply.tokens_used
     assert not TokenReservation.objects.filter(state="active").exists()
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_parallel_streams_of_one_user_never_pass_the_limit(tmp_path):
@@ -137,7 +119,7 @@ def test_parallel_streams_of_one_user_never_pass_the_limit(tmp_path):
     assert statuses.count(200) >= 1 and statuses.count(403) >= 1
     budget = TokenBudget.objects.get(user__username=username)
     assert budget.used <= budget.limit
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_used_equals_the_ledger_after_successes_failures_and_disconnects(tmp_path, fake_gemini):
@@ -194,7 +176,7 @@ def test_used_equals_the_ledger_after_successes_failures_and_disconnects(tmp_pat
         "complete",
     ]
     assert Message.objects.filter(chat_id=chat_id, role="user").count() == 6
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 def test_one_worker_serves_many_streams_on_a_few_database_connections(tmp_path):
@@ -265,4 +247,5 @@ def test_one_worker_serves_many_streams_on_a_few_database_connections(tmp_path):
     assert all('"done":true' in body and '"error"' not in body for _, body in results)
     assert Message.objects.filter(role="model", status="complete").count() == len(jobs)
     assert 1 <= peak <= pool_size
-    assert all(books_balance(username) for username, _ in accounts)
+    for username, _ in accounts:
+        assert_books_balance(username)

@@ -2,13 +2,13 @@
 before the first byte get real statuses; after it, a final error event, and nothing lost."""
 
 import pytest
-from django.db.models import Sum
-from model_bakery import baker
 
-from billing.models import LedgerEntry, TokenBudget, TokenReservation
-from chat.models import Chat, Message
+from billing.models import LedgerEntry, TokenBudget
+from chat.models import Message
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.fakes.gemini import Script
+from tests.ledger import assert_books_balance
+from tests.messages import DEFAULT_MESSAGE, send
 
 # The reply's run works on its own thread, so what the test creates must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,23 +17,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def _no_rate_limit(settings):
     settings.MESSAGE_RATE_LIMIT_MS = 0
-
-
-@pytest.fixture
-def chat(user):
-    return baker.make(Chat, owner=user)
-
-
-def send(client, chat, message="Tell me about pixel art"):
-    return client.post(f"/api/chat/{chat.pk}/message", {"message": message}, format="json")
-
-
-def assert_books_balance(user):
-    budget = TokenBudget.objects.get(user=user)
-    total = LedgerEntry.objects.filter(user=user).aggregate(t=Sum("total"))["t"] or 0
-    assert budget.used == total
-    assert budget.reserved == 0
-    assert not TokenReservation.objects.filter(state="active").exists()
 
 
 def test_tokens_match_the_providers_usage_report_and_the_ledger(
@@ -79,7 +62,7 @@ def test_failure_before_output_is_a_real_status(
     if code == "upstream_rate_limited":
         assert response["Retry-After"] == "9"
     question = Message.objects.get(role="user")
-    assert question.content == "Tell me about pixel art"
+    assert question.content == DEFAULT_MESSAGE
     reply = Message.objects.get(role="model")
     assert reply.status == "failed" and reply.error_code == code and reply.content == ""
     assert_books_balance(user)

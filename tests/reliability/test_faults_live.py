@@ -11,14 +11,17 @@ from django.db.models import Sum
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from chat.models import Message
 from chat.reply.sweep import sweep_runs
-from tests.chat.test_stream_live import (
-    PASSWORD,
-    books_balance,
-    create_chat,
-    make_user_and_token,
-)
 from tests.fakes.gemini import Script
-from tests.live import live_gunicorn, open_raw_stream, read_events, wait_until
+from tests.ledger import assert_books_balance
+from tests.live import (
+    PASSWORD,
+    create_chat,
+    live_gunicorn,
+    make_user_and_token,
+    open_raw_stream,
+    read_events,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -163,7 +166,7 @@ def test_disconnecting_at_a_random_chunk_fifty_times(tmp_path):
         assert len(reply.stream_offsets) == 20 and reply.token_source == "provider"
     entries = LedgerEntry.objects.filter(message_id__in=replies.values("pk"))
     assert entries.count() == 50 and set(entries.values_list("source", flat=True)) == {"provider"}
-    assert books_balance(username)
+    assert_books_balance(username)
 
 
 @pytest.mark.parametrize(
@@ -231,4 +234,4 @@ def test_each_upstream_fault_through_gunicorn(tmp_path, fake_gemini, script, sta
     reply = Message.objects.get(chat_id=chat_id, role="model")
     assert reply.status == ("partial" if status == 200 else "failed")
     assert reply.error_code == code
-    assert books_balance(username)
+    assert_books_balance(username)

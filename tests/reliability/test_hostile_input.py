@@ -3,26 +3,13 @@
 import json
 
 import pytest
-from model_bakery import baker
 
 from chat.models import Chat, Message
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.fakes.gemini import Script
 
 # The reply's run works on its own thread, so what the test creates must be committed.
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _offline(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
-
-
-@pytest.fixture
-def chat(user):
-    return baker.make(Chat, owner=user)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("offline_model")]
 
 
 def post_raw(client, path, raw: bytes):

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection, transaction
 
 from chat.models import Chat, Message
-from tests.chat.test_stream_live import books_balance, create_chat, make_user_and_token
-from tests.live import live_gunicorn, wait_until
+from tests.ledger import assert_books_balance
+from tests.live import create_chat, live_gunicorn, make_user_and_token, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -62,4 +62,4 @@ def test_a_request_that_cannot_get_a_connection_in_time_gets_503_not_500(tmp_pat
     assert '"done":true' in completed.text and '"error"' not in completed.text
     assert Message.objects.filter(chat_id=chat_id, role="model", status="complete").count() == 1
     assert "Traceback" not in server.log()
-    assert books_balance(username)
+    assert_books_balance(username)

@@ -14,11 +14,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(autouse=True)
-def _offline(settings):
-    settings.LLM_PROVIDER = "local"
-    settings.LOCAL_LLM_CHUNK_DELAY_MS = 0
-    settings.MESSAGE_RATE_LIMIT_MS = 0
-    settings.MAX_CHATS_PER_USER = 100
+def _offline(offline_model):
+    offline_model.MAX_CHATS_PER_USER = 100
 
 
 def client_for(user):

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.chat.test_stream_live import PASSWORD, make_user_and_token
-from tests.live import live_gunicorn, wait_until
+from tests.live import PASSWORD, live_gunicorn, make_user_and_token, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 

@@ -1,7 +1,9 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.services import current_period, get_budget, reset_budget
+from billing.periods import current_period
+from billing.selectors import budget_for
+from billing.services import reset_budget
 
 PROGRESS_EVERY = 500
 
@@ -30,7 +32,7 @@ class Command(BaseCommand):
         changed = 0
         for index, account in enumerate(users.iterator(), start=1):
             if dry_run:
-                budget = get_budget(user=account, period=period)
+                budget = budget_for(user=account, period=period)
                 if budget.used:
                     changed += 1
                     self.stdout.write(f"  {account.username}: used {budget.used} -> 0")
