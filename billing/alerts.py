@@ -115,8 +115,8 @@ _ALERTS_CTE = """alerts AS (
     JOIN {users} u ON u.id = figures.user_id
     CROSS JOIN unnest(%(alert_thresholds)s::int[]) AS t(threshold)
     WHERE figures."limit" > 0 AND figures.charge > 0
-      AND figures.used * 100 < t.threshold * figures."limit"
-      AND t.threshold * figures."limit" <= (figures.used + figures.charge) * 100
+      AND figures.used * 100 < t.threshold::bigint * figures."limit"
+      AND t.threshold::bigint * figures."limit" <= (figures.used + figures.charge) * 100
     ON CONFLICT (user_id, period, threshold) DO NOTHING
     RETURNING webhook_id
 )"""
