@@ -103,3 +103,37 @@ def test_refusals_before_the_rate_limit_neither_use_its_window_nor_lose_to_it(
     b"".join(first.streaming_content)
     assert send(deleted.pk).status_code == 404  # not 429: the chat's check comes first
     assert send(chat.pk).status_code == 429
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_parallel_set_ups_hold_one_reply_per_chat_and_never_overspend(settings):
+    from billing.exceptions import BudgetExceeded
+    from billing.models import TokenBudget
+    from billing.services import get_budget
+    from chat.exceptions import ReplyInProgress
+    from tests.concurrency import together
+
+    user = baker.make("accounts.User")
+    one_hold = (
+        estimate_input_tokens(system_tokens=system_prompt_tokens(), history=[], text="hi")
+        + settings.GEMINI_MAX_OUTPUT_TOKENS
+    )
+    settings.DEFAULT_TOKEN_LIMIT = 3 * one_hold
+    get_budget(user=user)
+    chats = [baker.make(Chat, owner=user) for _ in range(6)]
+    provider = get_provider()
+
+    def set_up(chat):
+        return lambda: set_up_reply(user=user, chat_id=str(chat.pk), text="hi", provider=provider)
+
+    # two set-ups on each of 6 chats at once: one reply per chat at most, 3 holds in all
+    results = together(*[set_up(chat) for chat in chats for _ in range(2)])
+
+    made = [r for r in results if not isinstance(r, Exception)]
+    assert len(made) == 3
+    assert all(isinstance(r, ReplyInProgress | BudgetExceeded) for r in results if r not in made)
+    assert len({exchange.chat_id for exchange in made}) == 3
+    assert TokenBudget.objects.get(user=user).reserved == 3 * one_hold
+    assert Message.objects.filter(status="streaming").count() == 3
+    assert Message.objects.filter(role="user").count() == 3
