@@ -91,10 +91,69 @@ def record_threshold_alerts(
         transaction.on_commit(functools.partial(_deliver_in_background, ids))
 
 
+# record_threshold_alerts as a CTE of the settle's statement (billing/services.py): the same
+# rows from `figures` (the locked budget's `used` before the charge, the charge, the limit),
+# the same payload as _payload() built in SQL, the same ON CONFLICT DO NOTHING. Its webhook ids
+# come back for deliver_after_commit().
+_ALERTS_CTE = """alerts AS (
+    INSERT INTO billing_budgetalert
+        (user_id, period, threshold, used, "limit", created_at, webhook_id, payload, delivery,
+         attempts, last_status, last_attempt_at, next_attempt_at, delivered_at)
+    SELECT figures.user_id, figures.period, t.threshold, figures.used + figures.charge,
+           figures."limit", %(alert_at)s, 'msg_' || replace(gen_random_uuid()::text, '-', ''),
+           jsonb_build_object(
+               'type', %(alert_type)s::text,
+               'timestamp', %(alert_stamp)s::text,
+               'data', jsonb_build_object(
+                   'user', jsonb_build_object('id', figures.user_id, 'username', u.username),
+                   'period', to_char(figures.period, 'YYYY-MM-DD'),
+                   'threshold_percent', t.threshold,
+                   'used', figures.used + figures.charge,
+                   'limit', figures."limit")),
+           %(alert_delivery)s, 0, '', NULL, %(alert_next_attempt)s, NULL
+    FROM figures
+    JOIN {users} u ON u.id = figures.user_id
+    CROSS JOIN unnest(%(alert_thresholds)s::int[]) AS t(threshold)
+    WHERE figures."limit" > 0 AND figures.charge > 0
+      AND figures.used * 100 < t.threshold::bigint * figures."limit"
+      AND t.threshold::bigint * figures."limit" <= (figures.used + figures.charge) * 100
+    ON CONFLICT (user_id, period, threshold) DO NOTHING
+    RETURNING webhook_id
+)"""
+
+
+def threshold_alerts_cte() -> str:
+    """The `alerts` CTE; it reads a `figures` CTE (user_id, period, limit, used, charge)."""
+    users = connection.ops.quote_name(get_user_model()._meta.db_table)
+    return _ALERTS_CTE.replace("{users}", users)
+
+
+def threshold_alerts_params(now: datetime) -> dict:
+    url = settings.ALERT_WEBHOOK_URL
+    return {
+        "alert_at": now,
+        "alert_type": EVENT_TYPE,
+        "alert_stamp": _stamp(now),
+        "alert_delivery": BudgetAlert.Delivery.PENDING if url else BudgetAlert.Delivery.NOT_SENT,
+        "alert_next_attempt": now if url else None,
+        "alert_thresholds": list(settings.BUDGET_ALERT_THRESHOLDS),
+    }
+
+
+def deliver_after_commit(webhook_ids: list[str]) -> None:
+    """The first delivery attempt of alerts just recorded, once their transaction commits."""
+    if webhook_ids and settings.ALERT_WEBHOOK_URL:
+        transaction.on_commit(functools.partial(_deliver_in_background, list(webhook_ids)))
+
+
+def _stamp(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
 def _payload(*, user_id, username, period, threshold, used, limit, at: datetime) -> dict:
     return {
         "type": EVENT_TYPE,
-        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "timestamp": _stamp(at),
         "data": {
             "user": {"id": user_id, "username": username},
             "period": period.isoformat(),

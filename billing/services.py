@@ -4,6 +4,7 @@ ledger entry, so that for each user and month used == sum(ledger.total)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -13,7 +14,12 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing.alerts import record_threshold_alerts
+from billing.alerts import (
+    deliver_after_commit,
+    record_threshold_alerts,
+    threshold_alerts_cte,
+    threshold_alerts_params,
+)
 from billing.exceptions import BudgetExceeded, InvalidLimit, LimitBelowUsed
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from billing.periods import current_period
@@ -80,48 +86,68 @@ def reserve_tokens(*, user, input_tokens: int, max_output_tokens: int) -> TokenR
     raise _budget_exceeded(budget, input_tokens)
 
 
-# The same rules as reserve_tokens' ORM path, as one statement (one round trip instead of
-# three): lock the month's budget row, and only if what remains covers the input and at least
-# one output token, add the hold to `reserved` and insert the reservation. The first
-# message of a month opens the row through get_budget() and runs it again.
-_RESERVE_SQL = """
-WITH budget AS (
-    SELECT id, "limit", used, reserved, "limit" - used - reserved - %(input)s AS left_over
-    FROM billing_tokenbudget
-    WHERE user_id = %(user)s AND period = %(period)s
-    FOR NO KEY UPDATE
+# The same rules as reserve_tokens' ORM path, as CTEs of one statement: lock the month's budget
+# row and only if what remains covers the input and at least one output token, add the hold to
+# `reserved` and insert the reservation. `{input}` is the input's SQL (a parameter here, the
+# estimate summed over the history in the message set-up's statement, chat/reply/setup.py);
+# `{gate}` a FROM item that must yield one row for the budget row to be locked at all. A
+# missing budget row (the month's first message) yields no `budget` row and writes nothing:
+# the caller opens it through get_budget() and runs the statement again.
+_HOLD_CTES = """
+budget AS (
+    SELECT b.id, b."limit", b.used, b.reserved, {input} AS input,
+           b."limit" - b.used - b.reserved - {input} AS left_over
+    FROM billing_tokenbudget b {gate}
+    WHERE b.user_id = %(user)s AND b.period = %(period)s
+    FOR NO KEY UPDATE OF b
 ), hold AS (
     UPDATE billing_tokenbudget AS row
-    SET reserved = row.reserved + %(input)s + LEAST(%(max_output)s, budget.left_over)
+    SET reserved = row.reserved + budget.input + LEAST(%(max_output)s, budget.left_over)
     FROM budget
     WHERE row.id = budget.id AND budget.left_over >= 1
-    RETURNING row.id, LEAST(%(max_output)s, budget.left_over) AS output_cap
+    RETURNING row.id, budget.input, LEAST(%(max_output)s, budget.left_over) AS output_cap
 ), reservation AS (
     INSERT INTO billing_tokenreservation
         (user_id, budget_id, amount, output_cap, state, created_at, expires_at)
-    SELECT %(user)s, hold.id, %(input)s + hold.output_cap, hold.output_cap, %(active)s,
+    SELECT %(user)s, hold.id, hold.input + hold.output_cap, hold.output_cap, %(active)s,
            %(now)s, %(expires)s
     FROM hold
     RETURNING id, output_cap
-)
-SELECT budget.id, budget."limit", budget.used, budget.reserved, reservation.id,
-       reservation.output_cap
-FROM budget LEFT JOIN reservation ON TRUE
-"""
+)"""
 
 
-def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int):
-    period = current_period()
-    now = timezone.now()
-    params = {
-        "input": input_tokens,
+def hold_ctes(*, input_sql: str, gate: str = "") -> str:
+    """The hold's CTEs (`budget`, `hold`, `reservation`) for a statement of the caller's."""
+    return _HOLD_CTES.replace("{input}", input_sql).replace("{gate}", gate)
+
+
+def hold_params(*, user, max_output_tokens: int, now: datetime) -> dict:
+    return {
         "max_output": max_output_tokens,
         "user": user.pk,
-        "period": period,
+        "period": current_period(now),
         "active": TokenReservation.State.ACTIVE,
         "now": now,
         "expires": now + timedelta(seconds=settings.RESERVATION_TTL_S),
     }
+
+
+# One round trip instead of three.
+_RESERVE_SQL = f"""
+WITH {hold_ctes(input_sql="%(input)s")}
+SELECT budget.id, budget."limit", budget.used, budget.reserved, reservation.id,
+       reservation.output_cap
+FROM budget LEFT JOIN reservation ON TRUE
+"""  # noqa: S608 - built from constants only
+
+
+def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int):
+    now = timezone.now()
+    params = {
+        **hold_params(user=user, max_output_tokens=max_output_tokens, now=now),
+        "input": input_tokens,
+    }
+    period = params["period"]
     with connection.cursor() as cursor:
         cursor.execute(_RESERVE_SQL, params)
         row = cursor.fetchone()
@@ -149,6 +175,11 @@ def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int
     )
     reservation._state.adding = False
     return reservation
+
+
+def budget_exceeded(*, limit: int, used: int, reserved: int, input_tokens: int) -> BudgetExceeded:
+    """The refusal of a hold, from the budget as it was when refused."""
+    return _budget_exceeded(TokenBudget(limit=limit, used=used, reserved=reserved), input_tokens)
 
 
 def _budget_exceeded(budget: TokenBudget, input_tokens: int) -> BudgetExceeded:
@@ -213,18 +244,17 @@ def settle_reservation(
     the tokens it reported (thinking tokens are output), at `model`'s price in force now;
     none when the model has no price. Crossing an alert threshold records the alert.
     """
-    if connection.vendor == "postgresql":
-        with transaction.atomic(savepoint=False):  # the alerts commit with the settle
-            settlement = _settle_in_one_statement(
-                reservation_id=reservation_id,
-                chat_id=chat_id,
-                api_key_id=api_key_id,
-                message_id=message_id,
-                input_tokens=input_tokens,
-                output_tokens=output_tokens,
-                source=source,
-                model=model,
-            )
+    if connection.vendor == "postgresql":  # the alerts are recorded in the same statement
+        settlement = _settle_in_one_statement(
+            reservation_id=reservation_id,
+            chat_id=chat_id,
+            api_key_id=api_key_id,
+            message_id=message_id,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            source=source,
+            model=model,
+        )
         if settlement is not None:
             return settlement
     with transaction.atomic(savepoint=False):
@@ -298,17 +328,20 @@ def settle_reservation(
         return Settlement(entry=entry, budget=budget.snapshot())
 
 
-# The same rules as settle_reservation's ORM path, as one statement (one round trip instead of
-# five): lock the reservation and its budget together (as _locked_reservation does), read the
-# model's price in force; unless the hold is settled already, charge what was reported
-# clamped so `used` never passes the limit, drop the hold if it is still active, add the
-# cost, mark the hold settled and write the ledger entry. Python then logs a clamp and
-# records threshold alerts, as the ORM path does. A hold found settled (a second settle of
-# the same reply) goes the ORM path, which returns the first entry: the statement itself
-# cannot look for that entry, since a settle that waited for the locks reads other tables
-# as they were before it waited (the locked rows alone are re-read once the lock is granted).
-_SETTLE_SQL = """
-WITH locked AS (
+# The same rules as settle_reservation's ORM path, as CTEs of one statement (one round trip
+# instead of seven: no BEGIN/COMMIT either, it commits on its own): lock the reservation and
+# its budget together (as _locked_reservation does), read the model's price in force; unless
+# the hold is settled already, charge what was reported clamped so `used` never passes the
+# limit, drop the hold if it is still active, add the cost, mark the hold settled, write the
+# ledger entry and record the threshold alerts crossed (billing/alerts.py, the same rows
+# record_threshold_alerts writes). Python logs a clamp. A hold found settled (a second
+# settle of the same reply) writes nothing and goes the ORM path, which returns the first
+# entry: the statement itself cannot look for that entry, since a settle that waited for the
+# locks reads other tables as they were before it waited (the locked rows alone are re-read
+# once the lock is granted). `{gate}` is a FROM item that must yield one row for anything
+# to be locked (the reply's row in the end of a reply's statement, chat/reply/settle.py).
+_SETTLE_CTES = """
+locked AS (
     SELECT r.id, r.user_id, r.state, r.amount, b.id AS budget_id, b.period, b."limit", b.used,
            b.reserved, price.input_per_million, price.output_per_million,
            price.currency AS price_currency
@@ -321,6 +354,7 @@ WITH locked AS (
         ORDER BY effective_from DESC
         LIMIT 1
     ) price ON TRUE
+    {gate}
     WHERE r.id = %(reservation)s
     FOR NO KEY UPDATE OF r, b
 ), holds AS (
@@ -359,22 +393,34 @@ WITH locked AS (
            CASE WHEN charge = %(reported)s THEN '' ELSE %(clamped)s END, %(now)s
     FROM figures
     RETURNING id
-)
-SELECT locked.user_id, locked.budget_id, locked.period, locked."limit", locked.used,
-       locked.reserved, locked.state, figures.held, figures.charge,
-       figures.cost, figures.price_currency, (SELECT id FROM entry)
-FROM locked LEFT JOIN figures ON TRUE
-"""
+), {alerts}"""
+# What a settle statement returns, read by settlement_from_row().
+SETTLE_RESULT = """locked.user_id, locked.budget_id, locked.period, locked."limit", locked.used,
+       locked.reserved, locked.state, figures.held, figures.charge, figures.cost,
+       figures.price_currency, (SELECT id FROM entry),
+       (SELECT array_agg(webhook_id) FROM alerts)"""
 CLAMPED_NOTE = "clamped to the limit"
 
 
-def _settle_in_one_statement(
+def settle_ctes(*, gate: str = "") -> str:
+    """The settle's CTEs (`locked` ... `entry`, `alerts`) for a statement of the caller's."""
+    return _SETTLE_CTES.replace("{gate}", gate).replace("{alerts}", threshold_alerts_cte())
+
+
+@functools.cache
+def _settle_sql() -> str:
+    return f"""
+WITH {settle_ctes()}
+SELECT {SETTLE_RESULT}
+FROM locked LEFT JOIN figures ON TRUE
+"""  # noqa: S608 - built from constants only
+
+
+def settle_params(
     *, reservation_id, chat_id, api_key_id, message_id, input_tokens, output_tokens, source, model
-) -> Settlement | None:
-    """None when the hold was settled already (nothing written)."""
+) -> dict:
     now = timezone.now()
-    reported = input_tokens + output_tokens
-    params = {
+    return {
         "reservation": reservation_id,
         "model": model,
         "now": now,
@@ -384,21 +430,35 @@ def _settle_in_one_statement(
         "active": TokenReservation.State.ACTIVE,
         "settled": TokenReservation.State.SETTLED,
         "kind": LedgerEntry.Kind.EXCHANGE,
-        "reported": reported,
+        "reported": input_tokens + output_tokens,
         "input": input_tokens,
         "output": output_tokens,
         "source": source,
         "clamped": CLAMPED_NOTE,
+        **threshold_alerts_params(now),
     }
+
+
+def _settle_in_one_statement(**fields) -> Settlement | None:
+    """None when the hold was settled already (nothing written)."""
+    params = settle_params(**fields)
     with connection.cursor() as cursor:
-        cursor.execute(_SETTLE_SQL, params)
+        cursor.execute(_settle_sql(), params)
         row = cursor.fetchone()
     if row is None:
-        raise TokenReservation.DoesNotExist(f"No reservation {reservation_id}")
+        raise TokenReservation.DoesNotExist(f"No reservation {fields['reservation_id']}")
+    return settlement_from_row(row, params)
+
+
+def settlement_from_row(row, params: dict) -> Settlement | None:
+    """The Settlement a settle statement made (SETTLE_RESULT's columns); None when the hold
+    was settled already and nothing was written. Logs a clamp; the alerts it recorded are
+    sent once the transaction commits (at once in autocommit)."""
     user_id, budget_id, period, limit, used, reserved, state = row[:7]
-    held, charge, cost, price_currency, entry_id = row[7:]
+    held, charge, cost, price_currency, entry_id, alerts = row[7:]
     if state == TokenReservation.State.SETTLED:
         return None
+    input_tokens, output_tokens, reported = params["input"], params["output"], params["reported"]
     budget = TokenBudget(
         id=budget_id, user_id=user_id, period=period, limit=limit, used=used, reserved=reserved
     )
@@ -413,26 +473,24 @@ def _settle_in_one_statement(
             charge,
             reported - charge,
         )
-    record_threshold_alerts(
-        user_id=user_id, period=period, limit=limit, used_before=used, used_after=used + charge
-    )
+    deliver_after_commit(alerts or [])
     entry = LedgerEntry(
         id=entry_id,
         user_id=user_id,
         period=period,
         kind=LedgerEntry.Kind.EXCHANGE,
-        chat_id=chat_id,
-        api_key_id=api_key_id,
-        message_id=message_id,
+        chat_id=params["chat"],
+        api_key_id=params["api_key"],
+        message_id=params["message"],
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total=charge,
-        source=source,
-        model=model,
+        source=params["source"],
+        model=params["model"],
         cost=cost,
         currency="" if cost is None else price_currency,
         note="" if charge == reported else CLAMPED_NOTE,
-        created_at=now,
+        created_at=params["now"],
     )
     entry._state.adding = False
     budget.used += charge

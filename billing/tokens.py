@@ -73,6 +73,73 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(round(base * factor * SAFETY_MARGIN, 6))
 
 
+def estimate_tokens_sql(column: str) -> str:
+    """estimate_tokens() of a text column as a PostgreSQL expression, exactly (the set-up
+    statement sums it over the history, chat/reply/setup.py); its parameters come from
+    estimate_sql_params().
+
+    Exact because every step is: length() counts code points as len() does; the non-word
+    characters are matched by a bracket expression listing, by code point, exactly the
+    characters this interpreter's `_NON_WORD` matches (special_characters_pattern()), and
+    capped as islice() caps them (counted in the text's first SPECIALS_SCAN characters
+    first: most texts reach the cap there, so the rest is never scanned); numeric arithmetic
+    is exact where Python rounds its float product to 6 places before the ceiling (the exact
+    value has at most 4 decimals). tests/billing/test_tokens.py compares the two on every
+    code point.
+    """
+
+    def specials(text: str) -> str:
+        return f"length({text}) - length(regexp_replace({text}, %(estimate_specials)s, '', 'g'))"
+
+    prefix = f"left({column}, {SPECIALS_SCAN})"
+    capped = (
+        f"CASE WHEN {specials(prefix)} >= %(estimate_specials_cap)s "
+        f"THEN %(estimate_specials_cap)s "
+        f"ELSE LEAST(%(estimate_specials_cap)s, {specials(column)}) END"
+    )
+    return (
+        f"CEIL(CEIL(length({column}) / 4.0) * LEAST(%(estimate_max_factor)s::numeric, "
+        f"1 + %(estimate_per_special)s::numeric * ({capped})) * %(estimate_margin)s::numeric)"
+    )
+
+
+SPECIALS_SCAN = 1000
+
+
+def estimate_sql_params() -> dict:
+    return {
+        "estimate_specials": special_characters_pattern(),
+        "estimate_specials_cap": SPECIALS_AT_CAP,
+        "estimate_max_factor": str(MAX_FACTOR),
+        "estimate_per_special": str(FACTOR_PER_SPECIAL_CHAR),
+        "estimate_margin": str(SAFETY_MARGIN),
+    }
+
+
+@memoize
+def special_characters_pattern() -> str:
+    """A PostgreSQL regular expression matching one character exactly when `_NON_WORD`
+    matches it: built once per process from this interpreter's own regex, over every code
+    point a PostgreSQL text can hold (not NUL, not a surrogate), as ~750 ranges of escaped
+    code points (PostgreSQL compiles it once per connection and caches it)."""
+    below, above = "".join(map(chr, range(1, 0xD800))), "".join(map(chr, range(0xE000, 0x110000)))
+    runs = re.compile(f"(?:{_NON_WORD.pattern})+")
+    ranges = [
+        (offset + run.start(), offset + run.end() - 1)
+        for offset, text in ((1, below), (0xE000, above))
+        for run in runs.finditer(text)
+    ]
+    return (
+        "["
+        + "".join(_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in ranges)
+        + "]"
+    )
+
+
+def _escape(point: int) -> str:
+    return f"\\u{point:04X}" if point <= 0xFFFF else f"\\U{point:08X}"
+
+
 def _model(model: str | None) -> str:
     return model or settings.GEMINI_MODEL
 

@@ -28,6 +28,21 @@ def check_rate_limit(*, user, window_ms: int) -> None:
         raise RateLimited(retry_after=math.ceil(remaining_ms / 1000))
 
 
+def release_rate_limit(*, user) -> None:
+    """Give back a window this request claimed, for a message refused by a check that comes
+    before the rate limit (chat/reply/setup.py claims it before its one statement decides).
+    Within the window the key is this request's own claim; should the window have run out
+    meanwhile (a set-up that waited longer than it on a lock) and another message claimed
+    it, that claim is dropped and one more message may pass early: never a charge."""
+    cache = caches[DEFAULT_CACHE_ALIAS]
+    key = f"chat:message-window:{user.pk}"
+    if isinstance(cache, RedisCache):
+        redis_key = cache.make_and_validate_key(key)
+        _shared_client(cache).get_client(redis_key, write=True).delete(redis_key)
+    else:
+        cache.delete(key)
+
+
 _shared_lock = threading.Lock()
 _shared: dict[tuple, object] = {}
 

@@ -43,6 +43,18 @@ def thresholds(user):
     return sorted(BudgetAlert.objects.filter(user=user).values_list("threshold", flat=True))
 
 
+def test_thresholds_of_a_limit_in_billions_are_recorded(user, settings):
+    # threshold x limit passes a 32-bit integer: the settle statement computes it in 64 bits
+    settings.DEFAULT_TOKEN_LIMIT = 2_000_000_000
+    settings.BUDGET_ALERT_THRESHOLDS = [50, 80, 100]
+    settings.ALERT_WEBHOOK_URL = ""
+    spend(user, 1_000_000_000)
+    assert thresholds(user) == [50]
+    alert = BudgetAlert.objects.get(user=user)
+    assert alert.payload["data"]["used"] == 1_000_000_000
+    assert alert.payload["data"]["limit"] == 2_000_000_000
+
+
 def test_each_threshold_is_recorded_when_crossed(user, limit_1000, auth_client):
     spend(user, 499)
     assert thresholds(user) == []

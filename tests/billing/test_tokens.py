@@ -468,3 +468,43 @@ def test_statistics_reach_the_shared_counters_when_the_request_ends(
     client.get("/health")  # any request's end (request_finished) adds what is pending
     # What another node's dashboard reads now, with no further lookup in this process.
     assert shared_cache.get_many([hits, misses]) == {hits: 2, misses: 1}
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
+    """The set-up statement's estimate (billing.tokens.estimate_tokens_sql) must be exactly
+    estimate_tokens: every code point a text can hold is classed the same, and texts whose
+    estimate turns on the special characters' cap come out the same."""
+    from django.db import connection
+
+    from billing.tokens import _NON_WORD, estimate_sql_params, estimate_tokens_sql
+
+    points = [p for p in range(1, 0x110000) if not 0xD800 <= p <= 0xDFFF]
+    chunks = ["".join(map(chr, points[i : i + 256])) for i in range(0, len(points), 256)]
+    texts = [
+        "",
+        "Hello world",
+        "Ünïcödé wörds, 日本語。 🎨✨ ²Ⅻ e\u0301",
+        "x" * 3 + "!" * 24,
+        "x" * 3 + "!" * 25,
+        "a" * 5000 + "!" * 30,  # the cap is reached past the first scanned characters
+        "!" * 5000,
+        *chunks[:: len(chunks) // 40],
+    ]
+    params = {**estimate_sql_params(), "chunks": chunks, "texts": texts}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT length(t) - length(regexp_replace(t, %(estimate_specials)s, '', 'g')) "
+            "FROM unnest(%(chunks)s::text[]) WITH ORDINALITY AS x(t, i) ORDER BY i",
+            params,
+        )
+        specials = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            f"SELECT {estimate_tokens_sql('t')} "  # noqa: S608 - constants only
+            "FROM unnest(%(texts)s::text[]) WITH ORDINALITY AS x(t, i) ORDER BY i",
+            params,
+        )
+        estimates = [int(row[0]) for row in cursor.fetchall()]
+    assert specials == [len(_NON_WORD.findall(chunk)) for chunk in chunks]
+    assert estimates == [estimate_tokens(text) for text in texts]

@@ -209,23 +209,18 @@ def test_one_message_costs_a_fixed_small_number_of_queries(auth_client, chat):
     with StatementsOfEveryThread() as recorded:
         events = parse_events(streamed_body(send(auth_client, chat.pk, "counted")))
     assert len(events) > 3
-    # The request, before streaming, one transaction: the chat (locked), "no reply
-    # generating", the history, the budget (locked), the hold, the reservation row, the
-    # question, the reply's row (status streaming). On PostgreSQL the budget lock, the hold
-    # and the reservation row are one statement.
-    hold = ("WITH",) if connection.vendor == "postgresql" else ("SELECT", "UPDATE", "INSERT")
-    assert recorded.of(threading.current_thread().name) == [
-        *("SELECT", "SELECT", "SELECT", *hold, "INSERT", "INSERT"),
-    ]
-    # The run, at its end, one transaction: the reply saved if still streaming, the
-    # reservation and its budget (locked together), the charge, the settled hold, the
-    # ledger entry; then the last batch of its event log (with its done event). Nothing per
-    # chunk, and the done event's budget comes from the settle, not a re-read. On PostgreSQL
-    # the settle (the locks, the charge, the settled hold, the entry) is one statement.
-    settle = (
-        ("WITH",) if connection.vendor == "postgresql" else ("SELECT", "UPDATE", "UPDATE", "INSERT")
-    )
-    assert recorded.of("reply-run") == [
-        *("UPDATE", *settle),
-        "INSERT",
-    ]
+    # The request, before streaming: on PostgreSQL one statement (chat/reply/setup.py: the
+    # chat locked, the checks, the history, the hold, the question, the reply's row); on
+    # SQLite one transaction: the chat (locked), "no reply generating", the history, the
+    # budget (locked), the hold, the reservation row, the question, the reply's row.
+    postgres = connection.vendor == "postgresql"
+    set_up = ("WITH",) if postgres else ("SELECT",) * 4 + ("UPDATE", "INSERT", "INSERT", "INSERT")
+    assert recorded.of(threading.current_thread().name) == list(set_up)
+    # The run, at its end: on PostgreSQL one statement (chat/reply/settle.py: the reply saved
+    # if still streaming, the reservation and its budget locked, the charge, the settled
+    # hold, the ledger entry, the alerts); on SQLite one transaction: the reply saved, the
+    # locks, the charge, the settled hold, the ledger entry. Then the last batch of its event
+    # log (with its done event). Nothing per chunk, and the done event's budget comes from
+    # the settle, not a re-read.
+    end = ("WITH",) if postgres else ("UPDATE", "SELECT", "UPDATE", "UPDATE", "INSERT")
+    assert recorded.of("reply-run") == [*end, "INSERT"]
