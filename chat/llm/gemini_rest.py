@@ -238,7 +238,9 @@ class RestGeminiStream:
         for text in iter_sse_events(response.iter_bytes()):
             event = json.loads(text)  # a ValueError: the malformed-response error
             if not isinstance(event, dict):
-                raise ValueError("A stream event is not a JSON object.")
+                if isinstance(event, int | float):  # the SDK's converter fails on these
+                    raise ValueError("A stream event is a number.")
+                continue  # the SDK reads a list, a string or null as an empty chunk
             if event and next(iter(event)) == "error":  # as the SDK: '{"error": ...'
                 genai_errors.APIError.raise_error(
                     event.get("error", {}).get("code"), event, response
