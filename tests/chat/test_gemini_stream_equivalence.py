@@ -8,14 +8,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 import pytest
+from google.genai import _api_client as sdk_api_client
 
 from chat.llm import get_provider
 from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
 from chat.llm.errors import LLMError
 from chat.llm.gemini import SdkGeminiStream
-from chat.llm.gemini_rest import RestGeminiStream
-from tests.fakes.gemini import Script
+from chat.llm.gemini_rest import RestGeminiStream, iter_sse_events
+from tests.fakes.gemini import Script, read_recording
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "fixtures" / "gemini_streams"
 IMPLEMENTATIONS = {"sdk": SdkGeminiStream, "rest": RestGeminiStream}
@@ -272,3 +274,15 @@ def test_closing_the_rest_stream_hangs_up_on_the_upstream(fake_gemini, settings)
     [closed] = fake_gemini.closed
     assert closed["chunks_written"] < 5
     assert stream.result is None
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_sse_framing_is_the_sdks_at_every_read_size(name):
+    """iter_sse_events against the SDK's own framing (HttpResponse._iter_response_stream) on
+    the recording's body cut into reads of 1 to 9 bytes: lines, CRLFs and UTF-8 characters
+    split across reads."""
+    _, _, body = read_recording(str(RECORDINGS / f"{name}.txt"))
+    for size in range(1, 10):
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        sdk_response = sdk_api_client.HttpResponse({}, httpx2.Response(200, content=iter(pieces)))
+        assert list(iter_sse_events(pieces)) == list(sdk_response._iter_response_stream())
