@@ -217,15 +217,21 @@ class RestGeminiStream:
         self._map_error = map_error
         self._response = None
         self._closed = False
+        self._reading = False  # inside the generator, not suspended at a yield
         self.result: StreamResult | None = None
         self.usage_so_far: Usage | None = None
 
     def __iter__(self) -> Iterator[str]:
+        self._reading = True
         try:
-            yield from self._relay()
+            for delta in self._relay():
+                self._reading = False
+                yield delta
+                self._reading = True
         except Exception as exc:
             raise self._map_error(exc) from exc
         finally:
+            self._reading = False
             self.close()
 
     def _relay(self) -> Iterator[str]:
@@ -280,7 +286,11 @@ class RestGeminiStream:
         )
 
     def close(self) -> None:
+        """Closes the HTTP response, unless another greenlet or thread is reading it (as
+        the SDK's stream cannot be closed mid-read): that reader closes it when it stops."""
         self._closed = True
+        if self._reading:
+            return
         response, self._response = self._response, None
         if response is not None:
             try:

@@ -314,6 +314,7 @@ def _handler_for(fake: FakeGemini):
             self._connection_delimited = delimited
             if not delimited:
                 self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")  # as every stream of the fake
             self.end_headers()
             self.close_connection = True
             if script.replay_piece_bytes:
@@ -341,6 +342,9 @@ def _handler_for(fake: FakeGemini):
                 self.send_header("Connection", "close")
             else:
                 self.send_header("Transfer-Encoding", "chunked")
+                # The fake closes the connection after a stream: say so, or a pooled client
+                # may send its next request on it before the close arrives (and fail).
+                self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
             if script.cut_after is not None:
