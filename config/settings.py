@@ -269,6 +269,9 @@ GEMINI_TIMEOUT_MS = env.int("GEMINI_TIMEOUT_MS", default=30000)
 GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
 GEMINI_RETRY_INITIAL_DELAY_S = env.float("GEMINI_RETRY_INITIAL_DELAY_S", default=1.0)
 GEMINI_RETRY_MAX_DELAY_S = env.float("GEMINI_RETRY_MAX_DELAY_S", default=8.0)
+# The reply's stream: "rest" sends the SDK's request on the SDK's HTTP client and parses
+# the SSE itself (docs/decisions/0002); "sdk" goes through generate_content_stream.
+GEMINI_STREAM_CLIENT = env.str("GEMINI_STREAM_CLIENT", default="rest")
 SSE_KEEPALIVE_S = env.float("SSE_KEEPALIVE_S", default=15.0)
 LOCAL_LLM_CHUNK_DELAY_MS = env.int("LOCAL_LLM_CHUNK_DELAY_MS", default=40)
 # 0: natural chunks of a few words; N > 0: exactly N chunks (benchmarks).

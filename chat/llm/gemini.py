@@ -1,5 +1,11 @@
 """Google Gemini through the official google-genai SDK (3.x).
 
+The SDK is the client: configuration, auth, retries, errors and countTokens. The reply's
+stream goes by default through chat.llm.gemini_rest (GEMINI_STREAM_CLIENT=rest): the same
+request on the SDK's own HTTP client, parsed without a pydantic object per chunk (ADR 0002);
+GEMINI_STREAM_CLIENT=sdk streams through `generate_content_stream` (SdkGeminiStream, the
+reference the rest path is proven equal to).
+
 Notes that shaped this module (checked against the SDK's source):
 - api_version is set explicitly (3.x defaults to v1; the streaming API we use is v1beta);
 - HttpOptions.timeout is in milliseconds and unset means no timeout at all: always set;
@@ -26,6 +32,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from chat.llm import gemini_rest
 from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
 from chat.llm.errors import (
     ContentBlocked,
@@ -77,8 +84,9 @@ def _retry_after(exc: genai_errors.APIError) -> int:
         return 5
 
 
-class GeminiStream:
-    """Iterating sends the request (the SDK is lazy) and yields text deltas."""
+class SdkGeminiStream:
+    """Through the SDK's generate_content_stream. Iterating sends the request (the SDK is
+    lazy) and yields text deltas."""
 
     def __init__(self, request):
         self._request = request
@@ -154,6 +162,8 @@ class GeminiProvider:
     def __init__(self):
         self.model = settings.GEMINI_MODEL
         self._client: genai.Client | None = None
+        self._stream_target: gemini_rest.StreamTarget | None = None
+        self._stream_target_read = False
         self._lock = threading.Lock()
 
     def status(self) -> str:
@@ -183,6 +193,18 @@ class GeminiProvider:
                     )
         return self._client
 
+    @property
+    def stream_target(self) -> gemini_rest.StreamTarget | None:
+        """The rest path's request target, read once from the SDK's client; None when the
+        SDK's client cannot be used that way (then the SDK streams)."""
+        if not self._stream_target_read:
+            client = self.client
+            with self._lock:
+                if not self._stream_target_read:
+                    self._stream_target = gemini_rest.StreamTarget.from_client(client, self.model)
+                    self._stream_target_read = True
+        return self._stream_target
+
     def stream_reply(
         self,
         *,
@@ -191,14 +213,43 @@ class GeminiProvider:
         message: str,
         max_output_tokens: int,
         options: GenerationOptions | None = None,
-    ) -> GeminiStream:
+    ) -> SdkGeminiStream | gemini_rest.RestGeminiStream:
         if self.status() != "ok":
             raise LLMUnavailable("GEMINI_API_KEY is not set.")
+        options = options or GenerationOptions()
+        if settings.GEMINI_STREAM_CLIENT != "sdk":
+            target = self.stream_target
+            if target is not None:
+                body = gemini_rest.request_body(
+                    system_prompt=system_prompt,
+                    history=history,
+                    message=message,
+                    max_output_tokens=max_output_tokens,
+                    options=options,
+                    safety_threshold=settings.GEMINI_SAFETY_THRESHOLD,
+                )
+                return gemini_rest.RestGeminiStream(target, body, map_error)
+        return self.sdk_stream_reply(
+            system_prompt=system_prompt,
+            history=history,
+            message=message,
+            max_output_tokens=max_output_tokens,
+            options=options,
+        )
+
+    def sdk_stream_reply(
+        self,
+        *,
+        system_prompt: str,
+        history: Sequence[Turn],
+        message: str,
+        max_output_tokens: int,
+        options: GenerationOptions,
+    ) -> SdkGeminiStream:
         contents = [
             types.Content(role=turn.role, parts=[types.Part(text=turn.text)]) for turn in history
         ]
         contents.append(types.Content(role="user", parts=[types.Part(text=message)]))
-        options = options or GenerationOptions()
         config = types.GenerateContentConfig(
             system_instruction=system_prompt or None,
             max_output_tokens=max_output_tokens,
@@ -212,7 +263,7 @@ class GeminiProvider:
             automatic_continuation=False,
         )
         client = self.client
-        return GeminiStream(
+        return SdkGeminiStream(
             lambda: client.models.generate_content_stream(
                 model=self.model, contents=contents, config=config
             )

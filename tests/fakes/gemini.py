@@ -9,7 +9,12 @@ It serves, under /v1beta/ and /v1/:
   models/{model}:countTokens                     {"totalTokens": n}
 
 Behaviour is scripted: each generate request takes the next script from a queue (or the
-default); see `Script`. Every request is recorded (path, body, headers without the key).
+default); see `Script`. A script may replay a recorded response instead
+(tests/fixtures/gemini_streams/*.txt: the status line, the headers, a blank line, then the
+body's bytes as they came, de-chunked): its SSE events are sent one HTTP chunk each (or
+in pieces of N bytes, to split lines and UTF-8 characters across reads), a
+`Connection: close` recording as a connection-delimited body. Every request is recorded
+(path, body, headers without the key).
 
 A stream whose client closed the connection before its end is recorded in `closed` (the
 request's path and how many chunks were written before a write failed).
@@ -63,6 +68,8 @@ class Script:
     cut_after: int | None = None
     # usageMetadata without candidatesTokenCount (the provider did not report the output)
     usage_without_output: bool = False
+    replay: str | None = None  # the path of a recorded response to send as it is
+    replay_piece_bytes: int | None = None  # ... in pieces of this many bytes
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -166,6 +173,19 @@ def _chunk_json(script: Script, text: str | None, *, last: bool, index: int) -> 
         so_far = output if last else math.ceil(output * (index + 1) / max(count, 1))
         body["usageMetadata"] = _usage_json(script, so_far)
     return body
+
+
+def read_recording(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of a recorded response; the framing headers are the fake's."""
+    with open(path, "rb") as file:
+        head, _, body = file.read().partition(b"\n\n")
+    status_line, *header_lines = head.decode().split("\n")
+    headers = []
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        if name.lower() != "transfer-encoding":
+            headers.append((name.strip(), value.strip()))
+    return int(status_line.split()[1]), headers, body
 
 
 def _handler_for(fake: FakeGemini):
@@ -278,7 +298,41 @@ def _handler_for(fake: FakeGemini):
             payload = _chunk_json(script, "".join(script.chunks), last=True, index=0)
             self._json(200, payload)
 
+        def _replay(self, script: Script):
+            status, headers, body = read_recording(script.replay)
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            delimited = status == 200 and ("connection", "close") in (
+                (n.lower(), v.lower()) for n, v in headers
+            )
+            if status != 200:
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self._connection_delimited = delimited
+            if not delimited:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("Connection", "close")  # as every stream of the fake
+            self.end_headers()
+            self.close_connection = True
+            if script.replay_piece_bytes:
+                size = script.replay_piece_bytes
+                pieces = [body[i : i + size] for i in range(0, len(body), size)]
+            else:
+                pieces = [event + b"\r\n\r\n" for event in body.split(b"\r\n\r\n")]
+                pieces[-1] = pieces[-1][:-4]
+            for piece in pieces:
+                if piece:
+                    self._write_chunk(piece)
+            if not delimited:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
         def _stream(self, script: Script):
+            if script.replay:
+                return self._replay(script)
             if script.error_status:
                 return self._error(script)
             self.send_response(200)
@@ -288,6 +342,9 @@ def _handler_for(fake: FakeGemini):
                 self.send_header("Connection", "close")
             else:
                 self.send_header("Transfer-Encoding", "chunked")
+                # The fake closes the connection after a stream: say so, or a pooled client
+                # may send its next request on it before the close arrives (and fail).
+                self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
             if script.cut_after is not None:
