@@ -32,6 +32,8 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.utils.module_loading import import_string
 
+from config.cache import redis_client
+
 logger = logging.getLogger(__name__)
 
 CACHE_PREFIX = "tokens:v1"
@@ -239,14 +241,33 @@ def _flush_stats() -> None:
             return
         pending = list(_pending_stats.items())
         _pending_stats.clear()
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if isinstance(backend, RedisCache):
+        # One round trip: INCRBY creates a missing counter (without expiry, as _add does).
+        # Django's incr() is two per key (EXISTS, then INCRBY).
+        try:
+            keys = [(backend.make_and_validate_key(key), delta) for key, delta in pending]
+            pipe = redis_client(backend, keys[0][0], write=True).pipeline(transaction=False)
+            for redis_key, delta in keys:
+                pipe.incrby(redis_key, delta)
+            pipe.execute()
+        except Exception:
+            _put_back(pending)
+            raise
+        return
     for done, (key, delta) in enumerate(pending):
         try:
             _add(key, delta)
         except Exception:
-            with _stats_lock:  # keep what was not added for the next flush
-                for left, left_delta in pending[done:]:
-                    _pending_stats[left] = _pending_stats.get(left, 0) + left_delta
+            _put_back(pending[done:])
             raise
+
+
+def _put_back(pending: list[tuple[str, int]]) -> None:
+    """Keep what was not added for the next flush."""
+    with _stats_lock:
+        for key, delta in pending:
+            _pending_stats[key] = _pending_stats.get(key, 0) + delta
 
 
 def _add(key: str, delta: int) -> None:
@@ -434,7 +455,7 @@ def _stored_entries() -> int | None:
             ]
         return sum(1 for expires in expiries if expires is None or expires > now)
     if isinstance(backend, RedisCache):
-        client = backend._cache.get_client(write=False)
+        client = redis_client(backend, prefix, write=False)
         pattern = _GLOB_SPECIAL.sub(r"\\\1", prefix) + "*"
         return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
     return None

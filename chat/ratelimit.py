@@ -9,13 +9,13 @@ ends. (A read of the last time followed by a write lets two parallel attempts bo
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.redis import RedisCache
 
 from chat.exceptions import RateLimited
+from config.cache import redis_client
 
 
 def check_rate_limit(*, user, window_ms: int) -> None:
@@ -38,26 +38,9 @@ def release_rate_limit(*, user) -> None:
     key = f"chat:message-window:{user.pk}"
     if isinstance(cache, RedisCache):
         redis_key = cache.make_and_validate_key(key)
-        _shared_client(cache).get_client(redis_key, write=True).delete(redis_key)
+        redis_client(cache, redis_key, write=True).delete(redis_key)
     else:
         cache.delete(key)
-
-
-_shared_lock = threading.Lock()
-_shared: dict[tuple, object] = {}
-
-
-def _shared_client(cache: RedisCache):
-    """The cache's Redis client, one per process and server set. Django's cache object is
-    per thread, with gevent per greenlet, so per request, and so is the connection pool of its
-    own client: through it each message opened (and dropped) a Redis connection, ~2 ms of
-    CPU (docs/operations.md). The servers and options are the cache's own."""
-    identity = (tuple(cache._servers), repr(sorted(cache._options.items())))
-    shared = _shared.get(identity)
-    if shared is None:
-        with _shared_lock:
-            shared = _shared.setdefault(identity, cache._cache)
-    return shared
 
 
 def _claim(key: str, window_ms: int) -> float | None:
@@ -67,10 +50,8 @@ def _claim(key: str, window_ms: int) -> float | None:
         # One command, atomic on the server: SET key 1 NX PX window. Not cache.add():
         # RedisCache rounds its timeout down to whole seconds, and a timeout that rounds to
         # 0 makes add() delete the key it just set, so every attempt would pass.
-        # Django's RedisCache has no public client accessor; its client's get_client() is
-        # what its own add()/set() use (same pool, same server choice).
         redis_key = cache.make_and_validate_key(key)
-        client = _shared_client(cache).get_client(redis_key, write=True)
+        client = redis_client(cache, redis_key, write=True)
         if client.set(redis_key, 1, nx=True, px=window_ms):
             return None
         return max(client.pttl(redis_key), 0)

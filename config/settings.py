@@ -110,6 +110,9 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 # --- cache ------------------------------------------------------------------
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 CACHES["default"].setdefault("OPTIONS", {})
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # One Redis connection pool per process, not per request (config/cache.py).
+    CACHES["default"]["BACKEND"] = "config.cache.SharedRedisCache"
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache":
     CACHES["default"]["OPTIONS"].setdefault(
         "MAX_ENTRIES", env.int("TOKEN_CACHE_MAX_ENTRIES", 10000)

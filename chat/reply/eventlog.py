@@ -28,9 +28,11 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache.backends.redis import RedisCache
 from django.core.signals import setting_changed
 from django.db import connection
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from chat.reply.events import Event, is_done
 
@@ -202,7 +204,7 @@ _backend: RedisLog | DatabaseLog | None = None
 def redis_url() -> str | None:
     """The cache's Redis URL when CACHE_URL is redis://..., else None."""
     cache = settings.CACHES["default"]
-    if cache["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
+    if not issubclass(import_string(cache["BACKEND"]), RedisCache):
         return None
     location = cache["LOCATION"]
     return location[0] if isinstance(location, list | tuple) else location

@@ -18,7 +18,6 @@ import pytest
 from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.locmem import LocMemCache
-from django.core.cache.backends.redis import RedisCache
 from django.core.management import call_command
 
 from billing import tokens
@@ -30,6 +29,7 @@ from billing.tokens import (
     estimate_tokens,
     token_cache_stats,
 )
+from config.cache import SharedRedisCache
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ class RecordingLocMemCache(_Recording, LocMemCache):
     pass
 
 
-class RecordingRedisCache(_Recording, RedisCache):
+class RecordingRedisCache(_Recording, SharedRedisCache):
     pass
 
 

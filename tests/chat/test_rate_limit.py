@@ -54,7 +54,7 @@ def cache_backend(request, settings):
     prefix = f"test-ratelimit-{uuid.uuid4().hex}"
     if request.param == "redis":
         backend = {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.SharedRedisCache",
             "LOCATION": REDIS_TEST_URL,
         }
     else:
@@ -103,7 +103,7 @@ def test_on_redis_claims_from_many_threads_share_one_connection(settings):
     open a Redis connection for each of them."""
     settings.CACHES = {
         DEFAULT_CACHE_ALIAS: {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "config.cache.SharedRedisCache",
             "LOCATION": REDIS_TEST_URL,
             "KEY_PREFIX": f"test-ratelimit-{uuid.uuid4().hex}",
         }
