@@ -91,7 +91,16 @@ def estimate_tokens_sql(column: str) -> str:
     """
 
     def specials(text: str) -> str:
-        return f"length({text}) - length(regexp_replace({text}, %(estimate_specials)s, '', 'g'))"
+        return f"length({text}) - length(regexp_replace({text}, {pattern}, '', 'g'))"
+
+    # A literal, not a parameter: the statement is built once per process, while a parameter
+    # of ~10 KB was escaped into the query at each set-up (client-side binding; ~0.5 ms of
+    # worker CPU per message in the live profile). Only `[`, `]`, `-`, `\`, hex digits and
+    # `u`/`U` appear in it, so it is a safe literal (standard_conforming_strings).
+    pattern = special_characters_pattern()
+    if not re.fullmatch(r"[\[\]\\uU0-9A-F-]*", pattern):
+        raise ValueError("the special characters' pattern is not a safe SQL literal")
+    pattern = f"'{pattern}'"
 
     prefix = f"left({column}, {SPECIALS_SCAN})"
     capped = (
@@ -110,7 +119,6 @@ SPECIALS_SCAN = 1000
 
 def estimate_sql_params() -> dict:
     return {
-        "estimate_specials": special_characters_pattern(),
         "estimate_specials_cap": SPECIALS_AT_CAP,
         "estimate_max_factor": str(MAX_FACTOR),
         "estimate_per_special": str(FACTOR_PER_SPECIAL_CHAR),

@@ -478,7 +478,12 @@ def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
     estimate turns on the special characters' cap come out the same."""
     from django.db import connection
 
-    from billing.tokens import _NON_WORD, estimate_sql_params, estimate_tokens_sql
+    from billing.tokens import (
+        _NON_WORD,
+        estimate_sql_params,
+        estimate_tokens_sql,
+        special_characters_pattern,
+    )
 
     points = [p for p in range(1, 0x110000) if not 0xD800 <= p <= 0xDFFF]
     chunks = ["".join(map(chr, points[i : i + 256])) for i in range(0, len(points), 256)]
@@ -492,10 +497,15 @@ def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
         "!" * 5000,
         *chunks[:: len(chunks) // 40],
     ]
-    params = {**estimate_sql_params(), "chunks": chunks, "texts": texts}
+    params = {
+        **estimate_sql_params(),
+        "chunks": chunks,
+        "texts": texts,
+        "specials": special_characters_pattern(),
+    }
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT length(t) - length(regexp_replace(t, %(estimate_specials)s, '', 'g')) "
+            "SELECT length(t) - length(regexp_replace(t, %(specials)s, '', 'g')) "
             "FROM unnest(%(chunks)s::text[]) WITH ORDINALITY AS x(t, i) ORDER BY i",
             params,
         )
