@@ -23,7 +23,6 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from functools import cache as memoize
 
 from django.conf import settings
@@ -31,6 +30,8 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.utils.module_loading import import_string
+
+from billing.usage import TokenSource, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -263,11 +264,11 @@ def _counter(path: str):
     return import_string(path)
 
 
-def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, str]:
-    """The count of `text` and where it came from: "counted" (the count API or its cache)
-    or "estimated" (the API failed)."""
+def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, TokenSource]:
+    """The count of `text` and where it came from: COUNTED (the count API or its cache)
+    or ESTIMATED (the API failed)."""
     tokens, counted = _count(text, _model(model))
-    return tokens, "counted" if counted else "estimated"
+    return tokens, TokenSource.COUNTED if counted else TokenSource.ESTIMATED
 
 
 def _count(text: str, model: str) -> tuple[int, bool]:
@@ -338,32 +339,9 @@ def _system_prompt_count(model: str) -> tuple[int, bool]:
     return count, counted
 
 
-@dataclass(frozen=True, slots=True)
-class MessageTokens:
-    system_prompt_tokens: int
-    history_tokens: int
-    user_tokens: int
-    overhead_tokens: int
-    output_tokens: int
-    source: str  # "counted" | "estimated"
-
-    @property
-    def input_tokens(self) -> int:
-        return (
-            self.system_prompt_tokens
-            + self.history_tokens
-            + self.user_tokens
-            + self.overhead_tokens
-        )
-
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
 def calculate_message_tokens(
     user_text: str, reply_text: str, model: str | None = None, *, history_texts=()
-) -> MessageTokens:
+) -> Usage:
     """The tokens of one exchange when the provider did not report them.
 
     input = system prompt + history + user text + TOKEN_OVERHEAD; output = the reply.
@@ -375,13 +353,13 @@ def calculate_message_tokens(
     user = _count(user_text, model)
     output = _count(reply_text, model)
     counted = all(ok for _, ok in (system, *history, user, output))
-    return MessageTokens(
-        system_prompt_tokens=system[0],
-        history_tokens=sum(tokens for tokens, _ in history),
-        user_tokens=user[0],
-        overhead_tokens=settings.TOKEN_OVERHEAD,
+    return Usage(
+        input_tokens=system[0]
+        + sum(tokens for tokens, _ in history)
+        + user[0]
+        + settings.TOKEN_OVERHEAD,
         output_tokens=output[0],
-        source="counted" if counted else "estimated",
+        source=TokenSource.COUNTED if counted else TokenSource.ESTIMATED,
     )
 
 

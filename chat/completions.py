@@ -9,7 +9,7 @@ ledger entry: the same rules as a chat message, without a chat.
 
 The rules are chat/reply's and billing's own functions, called rather than copied:
 check_rate_limit (chat/ratelimit.py); system_prompt_tokens, estimate_input_tokens,
-OutputCount, usage_to_bill and `Billed` (chat/reply/tokens.py); the upstream reader
+OutputCount and usage_to_bill (chat/reply/tokens.py; `Usage`, billing/usage.py); the upstream reader
 read_upstream / let_upstream_go (chat/reply/run.py); release_db_connection
 (chat/reply/eventlog.py); as_service_error (chat/reply/errors.py); storable_text
 (chat/text.py); reserve_tokens / settle_reservation / release_reservation
@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from billing.services import release_reservation, reserve_tokens, settle_reservation
+from billing.usage import Usage
 from chat import sse
 from chat.exceptions import ModelNotFound
 from chat.llm import get_provider
@@ -50,7 +51,6 @@ from chat.reply.errors import as_service_error
 from chat.reply.eventlog import release_db_connection
 from chat.reply.run import END, let_upstream_go, read_upstream
 from chat.reply.tokens import (
-    Billed,
     OutputCount,
     estimate_input_tokens,
     system_prompt_tokens,
@@ -311,15 +311,13 @@ def _billed_history(request: CompletionRequest) -> list[Turn]:
     return [*caller_system, *request.history]
 
 
-def _end(completion: _Completion, upstream: _Upstream, outcome: _Outcome) -> Billed | None:
+def _end(completion: _Completion, upstream: _Upstream, outcome: _Outcome) -> Usage | None:
     if outcome.result is None:
         upstream.let_go()
     return _settle(completion, upstream, outcome)
 
 
-def _settle(
-    completion: _Completion, upstream: _Upstream | None, outcome: _Outcome
-) -> Billed | None:
+def _settle(completion: _Completion, upstream: _Upstream | None, outcome: _Outcome) -> Usage | None:
     """Charge what was consumed (one ledger entry naming the key and the model) or release
     the hold; the same billing rule as a run's end (chat/reply/run.py::Run._ending).
 
@@ -356,9 +354,7 @@ def _settle(
             chat_id=None,
             message_id=completion.id,
             api_key_id=completion.api_key_id,
-            input_tokens=billed.input_tokens,
-            output_tokens=billed.output_tokens,
-            source=billed.source,
+            usage=billed,
             model=completion.model,
         )
         return billed

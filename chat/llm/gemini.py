@@ -32,8 +32,9 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
+from billing.usage import Usage
 from chat.llm import gemini_rest
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn
 from chat.llm.errors import (
     ContentBlocked,
     LLMError,

@@ -33,7 +33,8 @@ from google.genai import _transformers as sdk_transformers
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
+from billing.usage import Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn
 from chat.llm.errors import ContentBlocked, UpstreamIncomplete
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from collections.abc import Iterator, Sequence
 from django.conf import settings
 
 from billing.tokens import estimate_tokens
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
+from billing.usage import Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn
 
 OPENINGS = (
     "Here is an idea to build on.",

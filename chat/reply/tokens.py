@@ -1,11 +1,10 @@
 """The token rules of one reply, each in one place: the input estimate the reservation is
 made from, the running output count that stops a budget-capped reply, and the usage that is
-billed at the end (one type for it, `Billed`)."""
+billed at the end (a billing.usage.Usage)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -15,31 +14,8 @@ from billing.tokens import (
     count_text_tokens_with_source,
     estimate_tokens,
 )
-from chat.llm.base import Turn, Usage
-
-
-@dataclass(frozen=True, slots=True)
-class Billed:
-    """What one exchange is billed: input, output, and where the figures came from
-    (`provider`: its usage report; `counted`: the count API; `estimated`: our estimate)."""
-
-    input_tokens: int
-    output_tokens: int
-    source: str
-
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-    def as_dict(self) -> dict:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "source": self.source,
-        }
-
-
-NOTHING_BILLED = Billed(0, 0, "")
+from billing.usage import TokenSource, Usage
+from chat.llm.base import Turn
 
 
 def system_prompt_tokens() -> int:
@@ -75,15 +51,15 @@ class OutputCount:
         return self.enforced and math.ceil(self.chars / 4) > self.cap
 
 
-def from_provider(usage: Usage, reply_text: str) -> Billed:
-    """The provider's report. Thinking tokens are billed as output. When the report has no
+def from_provider(usage: Usage, reply_text: str) -> Usage:
+    """The provider's report, as billed (thinking tokens are output). When the report has no
     output count (proto3 JSON omits a zero candidatesTokenCount) although text came, the
-    output is our count of the reply and `source` names that count ("counted" or
-    "estimated"): such a reply is never billed as 0."""
-    output, source = usage.output_tokens, "provider"
+    output is our count of the reply and `source` names that count (COUNTED or
+    ESTIMATED): such a reply is never billed as 0."""
+    output, source = usage.output_tokens, TokenSource.PROVIDER
     if output == 0 and reply_text:
         output, source = count_text_tokens_with_source(reply_text)
-    return Billed(usage.input_tokens, output + usage.thinking_tokens, source)
+    return Usage(usage.input_tokens, output + usage.thinking_tokens, source=source)
 
 
 def usage_to_bill(
@@ -93,7 +69,7 @@ def usage_to_bill(
     message: str,
     reply_text: str,
     history: list[Turn],
-) -> Billed | None:
+) -> Usage | None:
     """The tokens consumed, from the best source there is; None when nothing was.
 
     1. the provider's usage report (exact, no extra call), 2. the count API (cached),
@@ -103,13 +79,12 @@ def usage_to_bill(
         return from_provider(provider_usage, reply_text)
     if not produced_output:
         return None  # failed before any output: the provider billed nothing
-    counted = calculate_message_tokens(
+    return calculate_message_tokens(
         message, reply_text, history_texts=[turn.text for turn in history]
     )
-    return Billed(counted.input_tokens, counted.output_tokens, counted.source)
 
 
-def count_output(*, input_estimate: int, reply_text: str) -> Billed:
+def count_output(*, input_estimate: int, reply_text: str) -> Usage:
     """Our count of a run that ended without its exchange at hand (the sweep): the input as
     estimated when the reservation was made, the output estimated from the text kept."""
-    return Billed(input_estimate, estimate_tokens(reply_text), "estimated")
+    return Usage(input_estimate, estimate_tokens(reply_text), source=TokenSource.ESTIMATED)

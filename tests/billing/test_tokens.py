@@ -30,6 +30,7 @@ from billing.tokens import (
     estimate_tokens,
     token_cache_stats,
 )
+from billing.usage import Usage
 
 
 @pytest.mark.parametrize(
@@ -108,10 +109,9 @@ def test_message_breakdown(settings):
     settings.LLM_PROVIDER = "local"
     settings.TOKEN_OVERHEAD = 10
     tokens = calculate_message_tokens("Hello world", "Hi!", history_texts=["Hello world"])
-    assert tokens.user_tokens == 4 and tokens.output_tokens == 2 and tokens.history_tokens == 4
-    assert tokens.input_tokens == tokens.system_prompt_tokens + 4 + 4 + 10
+    # input: the system prompt + history 4 + message 4 + overhead 10; output: the reply's 2
+    assert tokens == Usage(count_system_prompt_tokens() + 4 + 4 + 10, 2, source="counted")
     assert tokens.total == tokens.input_tokens + 2
-    assert tokens.source == "counted"
 
 
 def test_command_table_json_and_clear(settings, capsys):
