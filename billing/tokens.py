@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from functools import cache as memoize
 
 from django.conf import settings
@@ -65,13 +66,73 @@ def estimate_tokens(text: str) -> int:
     The seed's factor grew without bound with the number of special characters, so a long
     punctuation-heavy text was charged many times its length; the cap fixes that.
     """
-    if not text:
+    return _estimate(len(text), _specials(text, SPECIALS_AT_CAP))
+
+
+def _specials(text: str, limit: int) -> int:
+    """The non-word characters of `text`, counted up to `limit` (past SPECIALS_AT_CAP the
+    factor is capped: no need to count further)."""
+    return sum(1 for _ in itertools.islice(_NON_WORD.finditer(text), limit))
+
+
+def _estimate(chars: int, specials: int) -> int:
+    if not chars:
         return 0
-    base = math.ceil(len(text) / 4)
-    # Past SPECIALS_AT_CAP characters the factor is capped: stop counting there.
-    specials = sum(1 for _ in itertools.islice(_NON_WORD.finditer(text), SPECIALS_AT_CAP))
+    base = math.ceil(chars / 4)
     factor = min(MAX_FACTOR, 1 + FACTOR_PER_SPECIAL_CHAR * specials)
     return math.ceil(round(base * factor * SAFETY_MARGIN, 6))
+
+
+def estimate_input_tokens(*, system_tokens: int, history_texts: Iterable[str], message: str) -> int:
+    """The input estimate, the one rule: what the provider will bill as input before it
+    says so. The system prompt's count (count_system_prompt_tokens(), or the local model's
+    estimate of it) + the history's and the message's estimates + TOKEN_OVERHEAD. The
+    reservation is made from it (chat's set-up and /v1), the local model reports it; the
+    set-up's one statement on PostgreSQL passes it without the history
+    (`history_texts=()`) and adds the history's part in SQL (estimate_tokens_sql)."""
+    return (
+        system_tokens
+        + sum(estimate_tokens(text) for text in history_texts)
+        + estimate_tokens(message)
+        + settings.TOKEN_OVERHEAD
+    )
+
+
+class OutputCount:
+    """The running output count, the one rule: estimate_tokens() of the text so far, kept
+    as it streams with O(chunk) work per chunk and no call or database work (the
+    non-word characters are single characters, so their count adds up over chunks).
+
+    `cap`: a limit the count is checked against (`passes_cap`); None, no limit. A reply
+    capped by the budget stops when it passes (chat/reply/run.py, chat/completions.py); the
+    local model stops before a chunk would pass its max_output_tokens."""
+
+    __slots__ = ("cap", "chars", "specials")
+
+    def __init__(self, cap: int | None = None):
+        self.cap = cap
+        self.chars = 0
+        self.specials = 0
+
+    def add(self, text: str) -> None:
+        self.chars += len(text)
+        if self.specials < SPECIALS_AT_CAP:
+            self.specials += _specials(text, SPECIALS_AT_CAP - self.specials)
+
+    def with_text(self, text: str) -> OutputCount:
+        """A copy with `text` added; this count is left as it is."""
+        other = OutputCount(self.cap)
+        other.chars, other.specials = self.chars, self.specials
+        other.add(text)
+        return other
+
+    @property
+    def tokens(self) -> int:
+        return _estimate(self.chars, self.specials)
+
+    @property
+    def passes_cap(self) -> bool:
+        return self.cap is not None and self.tokens > self.cap
 
 
 def estimate_tokens_sql(column: str) -> str:

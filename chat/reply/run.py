@@ -24,6 +24,7 @@ from typing import Protocol
 
 from django.conf import settings
 
+from billing.tokens import OutputCount
 from chat.exceptions import StreamFailed, TokenLimitReached
 from chat.llm import get_provider
 from chat.llm.base import ReplyStream, StreamResult
@@ -35,7 +36,7 @@ from chat.reply.eventlog import LocalFeed, log_writer, release_db_connection
 from chat.reply.events import done_from_reply, failed_done, text_event
 from chat.reply.settle import Ending, Parties, end_reply
 from chat.reply.setup import Exchange, set_up_reply
-from chat.reply.tokens import OutputCount, usage_to_bill
+from chat.reply.tokens import usage_to_bill
 from chat.text import storable_text
 from config.api import ServiceError
 
@@ -141,7 +142,8 @@ class Run:
             target=read_upstream, args=(self._stream, self._queue, self), daemon=True
         )
         reader.start()
-        output = OutputCount(exchange.output_cap, enforced=exchange.budget_capped)
+        # Only a cap the budget imposed is ours to enforce; the provider enforces its own.
+        output = OutputCount(exchange.output_cap if exchange.budget_capped else None)
         while True:
             item = self._queue.get()
             if self._stop_reason is not None:

@@ -55,13 +55,17 @@ from billing.services import (
     hold_params,
     reserve_tokens,
 )
-from billing.tokens import estimate_sql_params, estimate_tokens, estimate_tokens_sql
+from billing.tokens import (
+    count_system_prompt_tokens,
+    estimate_input_tokens,
+    estimate_sql_params,
+    estimate_tokens_sql,
+)
 from chat.exceptions import ChatForbidden, ChatNotFound, RateLimited, ReplyInProgress
 from chat.llm.base import LLMProvider, Turn
 from chat.llm.errors import LLMUnavailable
 from chat.models import Message
 from chat.ratelimit import check_rate_limit, release_rate_limit
-from chat.reply.tokens import estimate_input_tokens, system_prompt_tokens
 from chat.selectors import access_chat, parse_chat_id, recent_turns
 
 
@@ -85,7 +89,7 @@ class Exchange:
 def set_up_reply(*, user, chat_id: str, text: str, provider: LLMProvider) -> Exchange:
     """Raises a ServiceError for every refusal; nothing is saved then."""
     # Any network call (the system prompt's count) happens before the locks are taken.
-    system_tokens = system_prompt_tokens()
+    system_tokens = count_system_prompt_tokens()
     if connection.vendor == "postgresql":
         return _set_up_in_one_statement(
             user=user, chat_id=chat_id, text=text, provider=provider, system_tokens=system_tokens
@@ -119,7 +123,11 @@ def _set_up(*, user, chat_id: str, text: str, provider, system_tokens: int) -> E
     if provider.status() != "ok":
         raise LLMUnavailable()
     history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
-    input_estimate = estimate_input_tokens(system_tokens=system_tokens, history=history, text=text)
+    input_estimate = estimate_input_tokens(
+        system_tokens=system_tokens,
+        history_texts=[turn.text for turn in history],
+        message=text,
+    )
     reservation = reserve_tokens(
         user=user,
         input_tokens=input_estimate,
@@ -246,8 +254,10 @@ def _set_up_in_one_statement(
         "user_role": Message.Role.USER,
         "model_role": Message.Role.MODEL,
         "context": max(settings.CONTEXT_MESSAGES, 0),
-        # estimate_input_tokens without the history's part, which the statement adds
-        "fixed_input": system_tokens + estimate_tokens(text) + settings.TOKEN_OVERHEAD,
+        # the input estimate without the history's part, which the statement adds
+        "fixed_input": estimate_input_tokens(
+            system_tokens=system_tokens, history_texts=(), message=text
+        ),
         "question": uuid.uuid4(),
         "reply": uuid.uuid4(),
         "text": text,

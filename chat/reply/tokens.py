@@ -1,54 +1,17 @@
-"""The token rules of one reply, each in one place: the input estimate the reservation is
-made from, the running output count that stops a budget-capped reply, and the usage that is
-billed at the end (a billing.usage.Usage)."""
+"""The usage one reply (or /v1 completion) is billed at its end, a billing.usage.Usage, from
+the best source there is. The input estimate the reservation is made from and the running
+output count that stops a budget-capped reply are billing's (billing/tokens.py:
+estimate_input_tokens, OutputCount), one function each for every caller."""
 
 from __future__ import annotations
 
-import math
-
-from django.conf import settings
-
 from billing.tokens import (
     calculate_message_tokens,
-    count_system_prompt_tokens,
     count_text_tokens_with_source,
     estimate_tokens,
 )
 from billing.usage import TokenSource, Usage
 from chat.llm.base import Turn
-
-
-def system_prompt_tokens() -> int:
-    """The system prompt's count (cached per model); called before any transaction."""
-    return count_system_prompt_tokens()
-
-
-def estimate_input_tokens(*, system_tokens: int, history: list[Turn], text: str) -> int:
-    """What the provider will bill as input: system prompt + history + message + overhead."""
-    return (
-        system_tokens
-        + sum(estimate_tokens(turn.text) for turn in history)
-        + estimate_tokens(text)
-        + settings.TOKEN_OVERHEAD
-    )
-
-
-class OutputCount:
-    """The running count of a reply's output: ceil(chars / 4), the estimate's base, so no
-    count call and no database work per chunk. The provider was asked for at most `cap`
-    tokens; this stops a reply when the budget is spent even if the provider overruns it."""
-
-    def __init__(self, cap: int, *, enforced: bool):
-        self.cap = cap
-        self.enforced = enforced  # only a cap the budget imposed is ours to enforce
-        self.chars = 0
-
-    def add(self, text: str) -> None:
-        self.chars += len(text)
-
-    @property
-    def passes_cap(self) -> bool:
-        return self.enforced and math.ceil(self.chars / 4) > self.cap
 
 
 def from_provider(usage: Usage, reply_text: str) -> Usage:
