@@ -508,3 +508,24 @@ def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
         estimates = [int(row[0]) for row in cursor.fetchall()]
     assert specials == [len(_NON_WORD.findall(chunk)) for chunk in chunks]
     assert estimates == [estimate_tokens(text) for text in texts]
+
+
+def test_the_running_output_count_is_the_estimate_of_the_text_so_far():
+    """OutputCount, fed a text in chunks of every size, is estimate_tokens of what it was fed
+    at every step, across the special characters' cap; its cap compares that figure."""
+    text = ("Hello, wörld! 🙂 ¿Qué? " * 20) + ("plain words " * 30) + ("!?" * 40)
+    for size in (1, 2, 3, 7, 64, len(text)):
+        count = tokens.OutputCount(cap=None)
+        fed = ""
+        for start in range(0, len(text), size):
+            chunk = text[start : start + size]
+            assert count.with_text(chunk).tokens == estimate_tokens(fed + chunk)
+            count.add(chunk)
+            fed += chunk
+            assert count.tokens == estimate_tokens(fed)
+        assert not count.passes_cap
+    capped = tokens.OutputCount(cap=estimate_tokens("Hello, wörld!"))
+    capped.add("Hello, wörld!")
+    assert not capped.passes_cap
+    capped.add(" and more")  # four more characters at least: one more base token
+    assert capped.passes_cap
