@@ -42,9 +42,9 @@ from billing.tokens import OutputCount, count_system_prompt_tokens, estimate_inp
 from billing.usage import Usage
 from chat import sse
 from chat.exceptions import ModelNotFound
-from chat.llm import get_provider
+from chat.llm import get_provider, require_available
 from chat.llm.base import ReplyStream, StreamResult, Turn
-from chat.llm.errors import LLMError, LLMUnavailable
+from chat.llm.errors import LLMError
 from chat.openai_api import response
 from chat.openai_api.request import CompletionRequest
 from chat.ratelimit import check_rate_limit
@@ -176,8 +176,7 @@ def _begin(*, user, api_key_id: int, request: CompletionRequest):
     if request.model != provider.model:
         raise ModelNotFound(request.model, available=provider.model)
     check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
-    if provider.status() != "ok":
-        raise LLMUnavailable()
+    require_available(provider)
     wanted = min(
         request.max_tokens or settings.GEMINI_MAX_OUTPUT_TOKENS, settings.GEMINI_MAX_OUTPUT_TOKENS
     )

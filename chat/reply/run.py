@@ -28,7 +28,7 @@ from billing.tokens import OutputCount
 from chat.exceptions import StreamFailed, TokenLimitReached
 from chat.llm import get_provider
 from chat.llm.base import ReplyStream, StreamResult
-from chat.llm.errors import LLMError, UpstreamError
+from chat.llm.errors import LLMError, as_llm_error
 from chat.models import Message
 from chat.reply import registry
 from chat.reply.errors import as_service_error
@@ -256,7 +256,7 @@ def let_upstream_go(stream: ReplyStream) -> None:
 
 def read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Reading) -> None:
     """The reader, on its own greenlet/thread: the provider's deltas into `into`, then END,
-    or the LLMError that ended it (an unmapped exception becomes UpstreamError). When its
+    or the LLMError that ended it (anything else mapped by as_llm_error). When its
     owner stops (or ends early) it closes the upstream call at its next delta (or the
     provider's silence timeout)."""
     try:
@@ -266,12 +266,8 @@ def read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Reading) ->
             into.put(delta)
         else:
             into.put(END)
-    except LLMError as exc:
-        into.put(exc)
-    except Exception:  # a provider must map its failures; never let one kill the run
-        if not run.closing:
-            logger.exception("Provider stream raised an unmapped exception")
-        into.put(UpstreamError())
+    except Exception as exc:  # never let a provider's failure kill the run
+        into.put(as_llm_error(exc, log_unexpected=not run.closing))
     finally:
         if run.stop_requested or run.closing:
             stream.close()

@@ -62,6 +62,7 @@ from billing.tokens import (
     estimate_tokens_sql,
 )
 from chat.exceptions import ChatForbidden, ChatNotFound, RateLimited, ReplyInProgress
+from chat.llm import require_available
 from chat.llm.base import LLMProvider, Turn
 from chat.llm.errors import LLMUnavailable
 from chat.models import Message
@@ -120,8 +121,7 @@ def _set_up(*, user, chat_id: str, text: str, provider, system_tokens: int) -> E
     if Message.objects.filter(chat=chat, status=Message.Status.STREAMING).exists():
         raise ReplyInProgress()
     check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
-    if provider.status() != "ok":
-        raise LLMUnavailable()
+    require_available(provider)
     history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
     input_estimate = estimate_input_tokens(
         system_tokens=system_tokens,
@@ -238,9 +238,11 @@ def _set_up_in_one_statement(
     except RateLimited:
         _refuse_as_the_checks_before_it(user=user, chat_pk=chat_pk, claimed=False)
         raise
-    if provider.status() != "ok":
+    try:
+        require_available(provider)
+    except LLMUnavailable:
         _refuse_as_the_checks_before_it(user=user, chat_pk=chat_pk, claimed=True)
-        raise LLMUnavailable()
+        raise
     now = timezone.now()
     asked_at = now
     replied_at = max(timezone.now(), asked_at + timedelta(microseconds=1))  # after the question
