@@ -3,6 +3,8 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from billing.usage import TokenSource
+
 # Costs are stored exactly enough for one token of any listed price: a price per million
 # tokens has 6 decimal places, so a single token costs at most 12; 10 keep the error of one
 # entry under 1e-10 of a currency unit.
@@ -146,7 +148,8 @@ class LedgerEntry(models.Model):
     input_tokens = models.PositiveIntegerField(default=0)
     output_tokens = models.PositiveIntegerField(default=0)
     total = models.BigIntegerField()
-    source = models.CharField(max_length=10, blank=True, default="")
+    # Where input_tokens and output_tokens came from (an exchange's; blank for other kinds).
+    source = models.CharField(max_length=10, choices=TokenSource.choices, blank=True, default="")
     model = models.CharField(max_length=100, blank=True, default="")
     # What the provider bills for input_tokens and output_tokens at the price in force at
     # the settle; null when the model had no price (or the entry bills no exchange).

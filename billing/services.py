@@ -25,6 +25,7 @@ from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from billing.periods import current_period
 from billing.prices import cost_of, entry_cost, price_annotations
 from billing.selectors import limit_for
+from billing.usage import Usage
 
 logger = logging.getLogger(__name__)
 
@@ -228,9 +229,7 @@ def settle_reservation(
     reservation_id: int,
     chat_id,
     message_id,
-    input_tokens: int,
-    output_tokens: int,
-    source: str,
+    usage: Usage,
     api_key_id: int | None = None,
     model: str = "",
 ) -> Settlement:
@@ -244,19 +243,19 @@ def settle_reservation(
     the tokens it reported (thinking tokens are output), at `model`'s price in force now;
     none when the model has no price. Crossing an alert threshold records the alert.
     """
+    usage = usage.billed()
     if connection.vendor == "postgresql":  # the alerts are recorded in the same statement
         settlement = _settle_in_one_statement(
             reservation_id=reservation_id,
             chat_id=chat_id,
             api_key_id=api_key_id,
             message_id=message_id,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            source=source,
+            usage=usage,
             model=model,
         )
         if settlement is not None:
             return settlement
+    input_tokens, output_tokens = usage.input_tokens, usage.output_tokens
     with transaction.atomic(savepoint=False):
         reservation = _locked_reservation(reservation_id, price_of=model)
         budget = reservation.budget
@@ -309,7 +308,7 @@ def settle_reservation(
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             total=charge,
-            source=source,
+            source=usage.source,
             model=model,
             cost=cost,
             currency=currency,
@@ -416,10 +415,9 @@ FROM locked LEFT JOIN figures ON TRUE
 """  # noqa: S608 - built from constants only
 
 
-def settle_params(
-    *, reservation_id, chat_id, api_key_id, message_id, input_tokens, output_tokens, source, model
-) -> dict:
+def settle_params(*, reservation_id, chat_id, api_key_id, message_id, usage: Usage, model) -> dict:
     now = timezone.now()
+    usage = usage.billed()
     return {
         "reservation": reservation_id,
         "model": model,
@@ -430,10 +428,10 @@ def settle_params(
         "active": TokenReservation.State.ACTIVE,
         "settled": TokenReservation.State.SETTLED,
         "kind": LedgerEntry.Kind.EXCHANGE,
-        "reported": input_tokens + output_tokens,
-        "input": input_tokens,
-        "output": output_tokens,
-        "source": source,
+        "reported": usage.input_tokens + usage.output_tokens,
+        "input": usage.input_tokens,
+        "output": usage.output_tokens,
+        "source": usage.source.value,
         "clamped": CLAMPED_NOTE,
         **threshold_alerts_params(now),
     }

@@ -23,7 +23,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
 from functools import cache as memoize
 
 from django.conf import settings
@@ -32,6 +32,7 @@ from django.core.cache.backends.locmem import LocMemCache
 from django.core.cache.backends.redis import RedisCache
 from django.utils.module_loading import import_string
 
+from billing.usage import TokenSource, Usage
 from config.cache import redis_client
 
 logger = logging.getLogger(__name__)
@@ -66,13 +67,73 @@ def estimate_tokens(text: str) -> int:
     The seed's factor grew without bound with the number of special characters, so a long
     punctuation-heavy text was charged many times its length; the cap fixes that.
     """
-    if not text:
+    return _estimate(len(text), _specials(text, SPECIALS_AT_CAP))
+
+
+def _specials(text: str, limit: int) -> int:
+    """The non-word characters of `text`, counted up to `limit` (past SPECIALS_AT_CAP the
+    factor is capped: no need to count further)."""
+    return sum(1 for _ in itertools.islice(_NON_WORD.finditer(text), limit))
+
+
+def _estimate(chars: int, specials: int) -> int:
+    if not chars:
         return 0
-    base = math.ceil(len(text) / 4)
-    # Past SPECIALS_AT_CAP characters the factor is capped: stop counting there.
-    specials = sum(1 for _ in itertools.islice(_NON_WORD.finditer(text), SPECIALS_AT_CAP))
+    base = math.ceil(chars / 4)
     factor = min(MAX_FACTOR, 1 + FACTOR_PER_SPECIAL_CHAR * specials)
     return math.ceil(round(base * factor * SAFETY_MARGIN, 6))
+
+
+def estimate_input_tokens(*, system_tokens: int, history_texts: Iterable[str], message: str) -> int:
+    """The input estimate, the one rule: what the provider will bill as input before it
+    says so. The system prompt's count (count_system_prompt_tokens(), or the local model's
+    estimate of it) + the history's and the message's estimates + TOKEN_OVERHEAD. The
+    reservation is made from it (chat's set-up and /v1), the local model reports it; the
+    set-up's one statement on PostgreSQL passes it without the history
+    (`history_texts=()`) and adds the history's part in SQL (estimate_tokens_sql)."""
+    return (
+        system_tokens
+        + sum(estimate_tokens(text) for text in history_texts)
+        + estimate_tokens(message)
+        + settings.TOKEN_OVERHEAD
+    )
+
+
+class OutputCount:
+    """The running output count, the one rule: estimate_tokens() of the text so far, kept
+    as it streams with O(chunk) work per chunk and no call or database work (the
+    non-word characters are single characters, so their count adds up over chunks).
+
+    `cap`: a limit the count is checked against (`passes_cap`); None, no limit. A reply
+    capped by the budget stops when it passes (chat/reply/run.py, chat/completions.py); the
+    local model stops before a chunk would pass its max_output_tokens."""
+
+    __slots__ = ("cap", "chars", "specials")
+
+    def __init__(self, cap: int | None = None):
+        self.cap = cap
+        self.chars = 0
+        self.specials = 0
+
+    def add(self, text: str) -> None:
+        self.chars += len(text)
+        if self.specials < SPECIALS_AT_CAP:
+            self.specials += _specials(text, SPECIALS_AT_CAP - self.specials)
+
+    def with_text(self, text: str) -> OutputCount:
+        """A copy with `text` added; this count is left as it is."""
+        other = OutputCount(self.cap)
+        other.chars, other.specials = self.chars, self.specials
+        other.add(text)
+        return other
+
+    @property
+    def tokens(self) -> int:
+        return _estimate(self.chars, self.specials)
+
+    @property
+    def passes_cap(self) -> bool:
+        return self.cap is not None and self.tokens > self.cap
 
 
 def estimate_tokens_sql(column: str) -> str:
@@ -292,11 +353,11 @@ def _counter(path: str):
     return import_string(path)
 
 
-def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, str]:
-    """The count of `text` and where it came from: "counted" (the count API or its cache)
-    or "estimated" (the API failed)."""
+def count_text_tokens_with_source(text: str, model: str | None = None) -> tuple[int, TokenSource]:
+    """The count of `text` and where it came from: COUNTED (the count API or its cache)
+    or ESTIMATED (the API failed)."""
     tokens, counted = _count(text, _model(model))
-    return tokens, "counted" if counted else "estimated"
+    return tokens, TokenSource.COUNTED if counted else TokenSource.ESTIMATED
 
 
 def _count(text: str, model: str) -> tuple[int, bool]:
@@ -367,32 +428,9 @@ def _system_prompt_count(model: str) -> tuple[int, bool]:
     return count, counted
 
 
-@dataclass(frozen=True, slots=True)
-class MessageTokens:
-    system_prompt_tokens: int
-    history_tokens: int
-    user_tokens: int
-    overhead_tokens: int
-    output_tokens: int
-    source: str  # "counted" | "estimated"
-
-    @property
-    def input_tokens(self) -> int:
-        return (
-            self.system_prompt_tokens
-            + self.history_tokens
-            + self.user_tokens
-            + self.overhead_tokens
-        )
-
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
 def calculate_message_tokens(
     user_text: str, reply_text: str, model: str | None = None, *, history_texts=()
-) -> MessageTokens:
+) -> Usage:
     """The tokens of one exchange when the provider did not report them.
 
     input = system prompt + history + user text + TOKEN_OVERHEAD; output = the reply.
@@ -404,13 +442,13 @@ def calculate_message_tokens(
     user = _count(user_text, model)
     output = _count(reply_text, model)
     counted = all(ok for _, ok in (system, *history, user, output))
-    return MessageTokens(
-        system_prompt_tokens=system[0],
-        history_tokens=sum(tokens for tokens, _ in history),
-        user_tokens=user[0],
-        overhead_tokens=settings.TOKEN_OVERHEAD,
+    return Usage(
+        input_tokens=system[0]
+        + sum(tokens for tokens, _ in history)
+        + user[0]
+        + settings.TOKEN_OVERHEAD,
         output_tokens=output[0],
-        source="counted" if counted else "estimated",
+        source=TokenSource.COUNTED if counted else TokenSource.ESTIMATED,
     )
 
 

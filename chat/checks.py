@@ -6,7 +6,7 @@ from django.core.checks import Tags, Warning, register
 
 @register(Tags.security, deploy=True)
 def check_model_provider(app_configs, **kwargs):
-    from chat.llm import chosen_provider_name
+    from chat.llm import chosen_provider_name, get_provider, unavailable_reason
 
     name = chosen_provider_name()
     if name == "local" and not settings.DEBUG:
@@ -18,10 +18,11 @@ def check_model_provider(app_configs, **kwargs):
                 id="chat.W001",
             )
         ]
-    if name == "gemini" and not settings.GEMINI_API_KEY:
+    reason = unavailable_reason(get_provider()) if name == "gemini" else None
+    if reason is not None:
         return [
             Warning(
-                "GEMINI_API_KEY is not set: every message will be answered 503 llm_unavailable.",
+                f"{reason} Every message will be answered 503 llm_unavailable.",
                 hint="Set GEMINI_API_KEY in the environment.",
                 id="chat.W002",
             )

@@ -8,8 +8,8 @@ ledger entry: the same rules as a chat message, without a chat.
     entry naming the API key and the model (so it has its cost), and no chat.
 
 The rules are chat/reply's and billing's own functions, called rather than copied:
-check_rate_limit (chat/ratelimit.py); system_prompt_tokens, estimate_input_tokens,
-OutputCount, usage_to_bill and `Billed` (chat/reply/tokens.py); the upstream reader
+check_rate_limit (chat/ratelimit.py); count_system_prompt_tokens, estimate_input_tokens and
+OutputCount (billing/tokens.py); usage_to_bill (chat/reply/tokens.py); the upstream reader
 read_upstream / let_upstream_go (chat/reply/run.py); release_db_connection
 (chat/reply/eventlog.py); as_service_error (chat/reply/errors.py); storable_text
 (chat/text.py); reserve_tokens / settle_reservation / release_reservation
@@ -38,24 +38,20 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from billing.services import release_reservation, reserve_tokens, settle_reservation
+from billing.tokens import OutputCount, count_system_prompt_tokens, estimate_input_tokens
+from billing.usage import Usage
 from chat import sse
 from chat.exceptions import ModelNotFound
-from chat.llm import get_provider
+from chat.llm import get_provider, require_available
 from chat.llm.base import ReplyStream, StreamResult, Turn
-from chat.llm.errors import LLMError, LLMUnavailable
+from chat.llm.errors import LLMError
 from chat.openai_api import response
 from chat.openai_api.request import CompletionRequest
 from chat.ratelimit import check_rate_limit
 from chat.reply.errors import as_service_error
 from chat.reply.eventlog import release_db_connection
 from chat.reply.run import END, let_upstream_go, read_upstream
-from chat.reply.tokens import (
-    Billed,
-    OutputCount,
-    estimate_input_tokens,
-    system_prompt_tokens,
-    usage_to_bill,
-)
+from chat.reply.tokens import usage_to_bill
 from chat.text import storable_text
 from config.api import ServiceError
 
@@ -149,7 +145,7 @@ def create_completion(*, user, api_key_id: int, request: CompletionRequest) -> d
     """
     completion, upstream, item = _begin(user=user, api_key_id=api_key_id, request=request)
     outcome = _Outcome()
-    output = OutputCount(completion.output_cap, enforced=completion.budget_capped)
+    output = OutputCount(completion.output_cap if completion.budget_capped else None)
     try:
         while not _take(item, upstream, outcome, output):
             item = upstream.get(timeout=None)  # bounded by the provider's own timeout
@@ -180,20 +176,19 @@ def _begin(*, user, api_key_id: int, request: CompletionRequest):
     if request.model != provider.model:
         raise ModelNotFound(request.model, available=provider.model)
     check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
-    if provider.status() != "ok":
-        raise LLMUnavailable()
+    require_available(provider)
     wanted = min(
         request.max_tokens or settings.GEMINI_MAX_OUTPUT_TOKENS, settings.GEMINI_MAX_OUTPUT_TOKENS
     )
     # The caller's system text is input like the history; the service prompt's count (a
     # network call at most once per model, made before the reservation's transaction) is
-    # system_prompt_tokens.
+    # count_system_prompt_tokens.
     reservation = reserve_tokens(
         user=user,
         input_tokens=estimate_input_tokens(
-            system_tokens=system_prompt_tokens(),
-            history=_billed_history(request),
-            text=request.message,
+            system_tokens=count_system_prompt_tokens(),
+            history_texts=[turn.text for turn in _billed_history(request)],
+            message=request.message,
         ),
         max_output_tokens=wanted,
     )
@@ -250,7 +245,7 @@ def _take(item, upstream: _Upstream, outcome: _Outcome, output: OutputCount) -> 
 def _relay(completion: _Completion, upstream: _Upstream, first) -> Iterator[bytes]:
     request = completion.request
     outcome = _Outcome()
-    output = OutputCount(completion.output_cap, enforced=completion.budget_capped)
+    output = OutputCount(completion.output_cap if completion.budget_capped else None)
     item = first
     try:
         while True:
@@ -311,15 +306,13 @@ def _billed_history(request: CompletionRequest) -> list[Turn]:
     return [*caller_system, *request.history]
 
 
-def _end(completion: _Completion, upstream: _Upstream, outcome: _Outcome) -> Billed | None:
+def _end(completion: _Completion, upstream: _Upstream, outcome: _Outcome) -> Usage | None:
     if outcome.result is None:
         upstream.let_go()
     return _settle(completion, upstream, outcome)
 
 
-def _settle(
-    completion: _Completion, upstream: _Upstream | None, outcome: _Outcome
-) -> Billed | None:
+def _settle(completion: _Completion, upstream: _Upstream | None, outcome: _Outcome) -> Usage | None:
     """Charge what was consumed (one ledger entry naming the key and the model) or release
     the hold; the same billing rule as a run's end (chat/reply/run.py::Run._ending).
 
@@ -356,9 +349,7 @@ def _settle(
             chat_id=None,
             message_id=completion.id,
             api_key_id=completion.api_key_id,
-            input_tokens=billed.input_tokens,
-            output_tokens=billed.output_tokens,
-            source=billed.source,
+            usage=billed,
             model=completion.model,
         )
         return billed

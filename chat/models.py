@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from billing.usage import TokenSource
+
 
 class Chat(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -44,11 +46,6 @@ class Message(models.Model):
         COMPLETE = "complete", "Complete"
         PARTIAL = "partial", "Partial"
         FAILED = "failed", "Failed"
-
-    class TokenSource(models.TextChoices):
-        PROVIDER = "provider", "Provider usage report"
-        COUNTED = "counted", "Count-tokens API"
-        ESTIMATED = "estimated", "Estimate"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     chat = models.ForeignKey(Chat, on_delete=models.CASCADE, related_name="messages")

@@ -13,6 +13,7 @@ from django.db.models import Sum
 
 from billing.models import LedgerEntry, TokenBudget, TokenReservation
 from billing.services import reserve_tokens, settle_reservation
+from billing.usage import Usage
 
 
 def spend(user, input_tokens: int, output_tokens: int = 0, *, model: str = "", chat_id=None):
@@ -23,9 +24,7 @@ def spend(user, input_tokens: int, output_tokens: int = 0, *, model: str = "", c
         reservation_id=hold.pk,
         chat_id=chat_id or uuid.uuid4(),
         message_id=uuid.uuid4(),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        source="provider",
+        usage=Usage(input_tokens, output_tokens),
         model=model,
     )
 

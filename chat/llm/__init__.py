@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 
 from chat.llm.base import LLMProvider
+from chat.llm.errors import LLMUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def _build(name: str) -> LLMProvider:
         from chat.llm.gemini import GeminiProvider
 
         provider = GeminiProvider()
-        if provider.status() != "ok":
+        if unavailable_reason(provider) is not None:
             logger.error(
                 "The model is gemini (LLM_PROVIDER=%s) but GEMINI_API_KEY is not set: "
                 "messages get 503 llm_unavailable",
@@ -83,6 +84,22 @@ def _on_setting_changed(*, setting, **kwargs):
 setting_changed.connect(_on_setting_changed)
 
 
+def unavailable_reason(provider: LLMProvider) -> str | None:
+    """Why `provider` cannot take a call now, None when it can: the one place provider
+    availability is decided (from the provider's own `status()`). The set-up of a message and
+    a /v1 completion refuse with require_available, /health and the deploy check report the
+    reason, and the Gemini client is never built without it."""
+    if provider.status() == "ok":
+        return None
+    return _unavailable_detail()
+
+
+def require_available(provider: LLMProvider) -> None:
+    """Raises LLMUnavailable (503 `llm_unavailable`) unless `provider` can take a call."""
+    if unavailable_reason(provider) is not None:
+        raise LLMUnavailable()
+
+
 def provider_state() -> dict:
     try:
         provider = get_provider()
@@ -93,9 +110,10 @@ def provider_state() -> dict:
             "state": "misconfigured",
             "detail": str(exc),
         }
-    state = {"provider": provider.name, "model": provider.model, "state": provider.status()}
-    if state["state"] == "unavailable":
-        state["detail"] = _unavailable_detail()
+    state = {"provider": provider.name, "model": provider.model, "state": "ok"}
+    reason = unavailable_reason(provider)
+    if reason is not None:
+        state.update(state="unavailable", detail=reason)
     return state
 
 

@@ -7,6 +7,7 @@
     for delta in stream:          # text deltas, as they arrive; raises LLMError subclasses
         ...
     stream.result                 # StreamResult(finish_reason, usage) once exhausted
+                                  # (usage: billing.usage.Usage, source PROVIDER)
     stream.usage_so_far           # the provider's running usage report (None until one came)
     stream.close()                # abandon the call (the reply was stopped); idempotent
 
@@ -20,24 +21,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from billing.usage import Usage
+
 
 @dataclass(frozen=True, slots=True)
 class Turn:
     role: Literal["user", "model"]
     text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """The provider's own usage report (exact; what it bills)."""
-
-    input_tokens: int
-    output_tokens: int
-    thinking_tokens: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.input_tokens + self.output_tokens + self.thinking_tokens
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,23 +26,14 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 
-import httpx2
 from django.conf import settings
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types
 
-from chat.llm import gemini_rest
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
-from chat.llm.errors import (
-    ContentBlocked,
-    LLMError,
-    LLMUnavailable,
-    UpstreamError,
-    UpstreamIncomplete,
-    UpstreamRateLimited,
-    UpstreamTimeout,
-)
+from billing.usage import Usage
+from chat.llm import gemini_rest, require_available
+from chat.llm.base import GenerationOptions, StreamResult, Turn
+from chat.llm.errors import ContentBlocked, UpstreamIncomplete, as_llm_error
 
 logger = logging.getLogger(__name__)
 
@@ -53,35 +44,6 @@ HARM_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
 )
 RETRY_STATUSES = [408, 429, 500, 502, 503, 504]
-
-
-def map_error(exc: Exception) -> LLMError:
-    """Every SDK and network failure, as one of our codes."""
-    if isinstance(exc, LLMError):
-        return exc
-    if isinstance(exc, genai_errors.APIError):
-        if exc.code == 429:
-            retry_after = _retry_after(exc)
-            return UpstreamRateLimited(retry_after=retry_after, details={"status": exc.status})
-        if exc.code in (408, 504):
-            return UpstreamTimeout(details={"status": exc.status})
-        return UpstreamError(details={"upstream_status": exc.code, "status": exc.status})
-    if isinstance(exc, httpx2.TimeoutException):
-        return UpstreamTimeout()
-    if isinstance(exc, httpx2.HTTPError | httpx2.StreamError):
-        return UpstreamError("The connection to the model service failed.")
-    if isinstance(exc, ValueError):  # malformed JSON in the stream
-        return UpstreamError("The model service sent a malformed response.")
-    logger.exception("Unexpected error from the Gemini SDK")
-    return UpstreamError()
-
-
-def _retry_after(exc: genai_errors.APIError) -> int:
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    try:
-        return max(1, int(float(headers.get("retry-after", 5))))
-    except (TypeError, ValueError):
-        return 5
 
 
 class SdkGeminiStream:
@@ -98,7 +60,7 @@ class SdkGeminiStream:
         try:
             yield from self._relay()
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise as_llm_error(exc) from exc
 
     def _relay(self) -> Iterator[str]:
         self._chunks = self._request()
@@ -175,8 +137,7 @@ class GeminiProvider:
         if self._client is None:
             with self._lock:
                 if self._client is None:
-                    if not settings.GEMINI_API_KEY:
-                        raise LLMUnavailable("GEMINI_API_KEY is not set.")
+                    require_available(self)
                     self._client = genai.Client(
                         api_key=settings.GEMINI_API_KEY,
                         http_options=types.HttpOptions(
@@ -214,8 +175,6 @@ class GeminiProvider:
         max_output_tokens: int,
         options: GenerationOptions | None = None,
     ) -> SdkGeminiStream | gemini_rest.RestGeminiStream:
-        if self.status() != "ok":
-            raise LLMUnavailable("GEMINI_API_KEY is not set.")
         options = options or GenerationOptions()
         if settings.GEMINI_STREAM_CLIENT != "sdk":
             target = self.stream_target
@@ -228,7 +187,7 @@ class GeminiProvider:
                     options=options,
                     safety_threshold=settings.GEMINI_SAFETY_THRESHOLD,
                 )
-                return gemini_rest.RestGeminiStream(target, body, map_error)
+                return gemini_rest.RestGeminiStream(target, body)
         return self.sdk_stream_reply(
             system_prompt=system_prompt,
             history=history,
@@ -274,5 +233,5 @@ class GeminiProvider:
         try:
             response = self.client.models.count_tokens(model=self.model, contents=text)
         except Exception as exc:
-            raise map_error(exc) from exc
+            raise as_llm_error(exc) from exc
         return int(response.total_tokens or 0)

@@ -33,8 +33,9 @@ from google.genai import _transformers as sdk_transformers
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
-from chat.llm.errors import ContentBlocked, UpstreamIncomplete
+from billing.usage import Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn
+from chat.llm.errors import ContentBlocked, UpstreamIncomplete, as_llm_error
 
 logger = logging.getLogger(__name__)
 
@@ -211,10 +212,9 @@ class RestGeminiStream:
     """Iterating sends the request and yields text deltas; the same rules as the SDK's
     stream (chat.llm.gemini.SdkGeminiStream), read from plain dicts."""
 
-    def __init__(self, target: StreamTarget, body: bytes, map_error):
+    def __init__(self, target: StreamTarget, body: bytes):
         self._target = target
         self._body = body
-        self._map_error = map_error
         self._response = None
         self._closed = False
         self._reading = False  # inside the generator, not suspended at a yield
@@ -229,7 +229,7 @@ class RestGeminiStream:
                 yield delta
                 self._reading = True
         except Exception as exc:
-            raise self._map_error(exc) from exc
+            raise as_llm_error(exc) from exc
         finally:
             self._reading = False
             self.close()

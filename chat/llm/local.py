@@ -2,7 +2,9 @@
 
 Its reply depends on the message, streams in several chunks with a configurable delay
 (LOCAL_LLM_CHUNK_DELAY_MS), optionally in exactly LOCAL_LLM_CHUNKS chunks, and reports
-usage like a real provider (computed with billing's estimate).
+usage like a real provider: billing's input estimate (estimate_input_tokens, the system
+prompt estimated) and running output count (OutputCount), the rules the reservation and the
+budget cap use.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
-from billing.tokens import estimate_tokens
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
+from billing.tokens import OutputCount, estimate_input_tokens, estimate_tokens
+from billing.usage import Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn
 
 OPENINGS = (
     "Here is an idea to build on.",
@@ -63,34 +66,28 @@ class LocalStream:
         self._input_tokens = input_tokens
         self._chunks = chunks
         self._delay_s = delay_s
-        self._cap = cap
         self._closed = threading.Event()
-        self._sent: list[str] = []
+        self._output = OutputCount(cap)  # what was sent
         self.result: StreamResult | None = None
 
     @property
     def usage_so_far(self) -> Usage:
-        return Usage(
-            input_tokens=self._input_tokens, output_tokens=estimate_tokens("".join(self._sent))
-        )
+        return Usage(input_tokens=self._input_tokens, output_tokens=self._output.tokens)
 
     def __iter__(self) -> Iterator[str]:
-        sent = self._sent
         finish = "stop"
         for index, chunk in enumerate(self._chunks):
             if index and self._delay_s and self._closed.wait(self._delay_s):
                 return
             if self._closed.is_set():
                 return
-            if estimate_tokens("".join(sent) + chunk) > self._cap:
+            with_chunk = self._output.with_text(chunk)
+            if with_chunk.passes_cap:
                 finish = "max_tokens"
                 break
-            sent.append(chunk)
+            self._output = with_chunk
             yield chunk
-        output = estimate_tokens("".join(sent))
-        self.result = StreamResult(
-            finish_reason=finish, usage=Usage(input_tokens=self._input_tokens, output_tokens=output)
-        )
+        self.result = StreamResult(finish_reason=finish, usage=self.usage_so_far)
 
     def close(self) -> None:
         self._closed.set()
@@ -112,13 +109,12 @@ class LocalProvider:
         max_output_tokens: int,
         options: GenerationOptions | None = None,  # ignored: the reply is deterministic
     ) -> LocalStream:
-        input_tokens = (
-            estimate_tokens(system_prompt)
-            + sum(estimate_tokens(turn.text) for turn in history)
-            + estimate_tokens(message)
-        )
         return LocalStream(
-            input_tokens=input_tokens,
+            input_tokens=estimate_input_tokens(
+                system_tokens=estimate_tokens(system_prompt),
+                history_texts=[turn.text for turn in history],
+                message=message,
+            ),
             chunks=split_chunks(compose_reply(message), settings.LOCAL_LLM_CHUNKS),
             delay_s=settings.LOCAL_LLM_CHUNK_DELAY_MS / 1000,
             cap=max_output_tokens,

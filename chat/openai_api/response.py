@@ -7,7 +7,7 @@ A streamed answer is `chat.completion.chunk` objects (`delta.content`), a last c
 
 from __future__ import annotations
 
-from chat.reply.tokens import Billed
+from billing.usage import Usage
 from config.api import openai_error
 
 # Our finish reasons (the provider's, lower-cased) to OpenAI's.
@@ -27,7 +27,7 @@ def finish_reason(ours: str) -> str:
     return _FINISH_REASONS.get(ours, "stop")
 
 
-def usage(billed: Billed | None) -> dict:
+def usage(billed: Usage | None) -> dict:
     """What the exchange consumed (as written to its ledger entry)."""
     prompt = billed.input_tokens if billed else 0
     completion = billed.output_tokens if billed else 0
@@ -49,7 +49,7 @@ def _head(*, completion_id: str, created: int, model: str, kind: str) -> dict:
 
 
 def completion(
-    *, completion_id: str, created: int, model: str, text: str, finish: str, billed: Billed | None
+    *, completion_id: str, created: int, model: str, text: str, finish: str, billed: Usage | None
 ) -> dict:
     return {
         **_head(completion_id=completion_id, created=created, model=model, kind="chat.completion"),
@@ -85,7 +85,7 @@ def chunk(
     return body
 
 
-def usage_chunk(*, completion_id: str, created: int, model: str, billed: Billed | None) -> dict:
+def usage_chunk(*, completion_id: str, created: int, model: str, billed: Usage | None) -> dict:
     return {
         **_head(
             completion_id=completion_id, created=created, model=model, kind="chat.completion.chunk"

@@ -14,6 +14,6 @@ settle.py    save the reply and settle its tokens, once, whoever ends it
 registry.py  this worker's runs; its housekeeper (batched log writes, stop polling,
              checkpoints); the graceful-shutdown wait
 sweep.py     ends the runs whose worker died
-tokens.py    the input estimate, the running output count, what is billed (`Billed`)
+tokens.py    what is billed (a `Usage`); the estimate and the output count are billing's
 events.py    the event payloads; errors.py: error -> event
 """

@@ -6,10 +6,12 @@ Every event has an id: text events are 1..n in order, `done` is n + 1.
 
 from __future__ import annotations
 
+from billing.usage import TokenSource, Usage
 from chat.models import Message
 from chat.reply.errors import message_for_code
-from chat.reply.tokens import NOTHING_BILLED, Billed
 from config.api import ServiceError
+
+NOTHING_BILLED = {"input_tokens": 0, "output_tokens": 0, "source": ""}
 
 Event = tuple[int, dict]
 
@@ -44,7 +46,7 @@ def done_event(
     reply_id,
     user_message_id,
     finish_reason: str,
-    billed: Billed | None,
+    billed: Usage | None,
     charged: int,
     budget: dict,
     cost: dict | None = None,
@@ -58,7 +60,7 @@ def done_event(
         "message_id": str(reply_id),
         "user_message_id": str(user_message_id) if user_message_id else None,
         "finish_reason": finish_reason,
-        "usage": (billed or NOTHING_BILLED).as_dict(),
+        "usage": billed.as_dict() if billed is not None else NOTHING_BILLED,
         "budget": {k: budget[k] for k in ("limit", "used", "remaining")},
         "cost": cost,  # {"amount", "currency"} of this reply; null when its model has no price
     }
@@ -75,12 +77,15 @@ def done_from_reply(reply: Message, *, budget: dict) -> dict:
     from billing.prices import entry_cost
 
     entry = LedgerEntry.objects.filter(message_id=reply.pk).only("cost", "currency").first()
-    billed = Billed(reply.input_tokens, reply.output_tokens, reply.token_source)
     return done_event(
         reply_id=reply.pk,
         user_message_id=reply.reply_to_id,
         finish_reason=reply.finish_reason,
-        billed=billed if reply.token_source else None,
+        billed=Usage(
+            reply.input_tokens, reply.output_tokens, source=TokenSource(reply.token_source)
+        )
+        if reply.token_source
+        else None,
         charged=reply.tokens_used,
         budget=budget,
         cost=entry_cost(entry) if entry is not None else None,

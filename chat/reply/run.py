@@ -24,10 +24,11 @@ from typing import Protocol
 
 from django.conf import settings
 
+from billing.tokens import OutputCount
 from chat.exceptions import StreamFailed, TokenLimitReached
 from chat.llm import get_provider
 from chat.llm.base import ReplyStream, StreamResult
-from chat.llm.errors import LLMError, UpstreamError
+from chat.llm.errors import LLMError, as_llm_error
 from chat.models import Message
 from chat.reply import registry
 from chat.reply.errors import as_service_error
@@ -35,7 +36,7 @@ from chat.reply.eventlog import LocalFeed, log_writer, release_db_connection
 from chat.reply.events import done_from_reply, failed_done, text_event
 from chat.reply.settle import Ending, Parties, end_reply
 from chat.reply.setup import Exchange, set_up_reply
-from chat.reply.tokens import OutputCount, usage_to_bill
+from chat.reply.tokens import usage_to_bill
 from chat.text import storable_text
 from config.api import ServiceError
 
@@ -141,7 +142,8 @@ class Run:
             target=read_upstream, args=(self._stream, self._queue, self), daemon=True
         )
         reader.start()
-        output = OutputCount(exchange.output_cap, enforced=exchange.budget_capped)
+        # Only a cap the budget imposed is ours to enforce; the provider enforces its own.
+        output = OutputCount(exchange.output_cap if exchange.budget_capped else None)
         while True:
             item = self._queue.get()
             if self._stop_reason is not None:
@@ -254,7 +256,7 @@ def let_upstream_go(stream: ReplyStream) -> None:
 
 def read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Reading) -> None:
     """The reader, on its own greenlet/thread: the provider's deltas into `into`, then END,
-    or the LLMError that ended it (an unmapped exception becomes UpstreamError). When its
+    or the LLMError that ended it (anything else mapped by as_llm_error). When its
     owner stops (or ends early) it closes the upstream call at its next delta (or the
     provider's silence timeout)."""
     try:
@@ -264,12 +266,8 @@ def read_upstream(stream: ReplyStream, into: queue.SimpleQueue, run: Reading) ->
             into.put(delta)
         else:
             into.put(END)
-    except LLMError as exc:
-        into.put(exc)
-    except Exception:  # a provider must map its failures; never let one kill the run
-        if not run.closing:
-            logger.exception("Provider stream raised an unmapped exception")
-        into.put(UpstreamError())
+    except Exception as exc:  # never let a provider's failure kill the run
+        into.put(as_llm_error(exc, log_unexpected=not run.closing))
     finally:
         if run.stop_requested or run.closing:
             stream.close()

@@ -34,11 +34,11 @@ from billing.services import (
     settle_reservation,
     settlement_from_row,
 )
+from billing.usage import Usage
 from chat.exceptions import StreamFailed
 from chat.models import Message
 from chat.reply.events import done_event
 from chat.reply.setup import execute_statement
-from chat.reply.tokens import Billed
 from config.api import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class Ending:
     offsets: list[int]
     status: str
     finish_reason: str
-    billed: Billed | None  # None: nothing was consumed, the hold is released
+    billed: Usage | None  # None: nothing was consumed, the hold is released
     error: ServiceError | None = None
     extra: dict = field(default_factory=dict)
 
@@ -137,16 +137,13 @@ def _end_in_one_statement(parties: Parties, ending: Ending):
     """(charged, budget, cost) once saved and settled; NOT_STREAMING when the reply had been
     ended already; None when the statement wrote nothing for another reason (the hold
     settled already, or gone)."""
-    billed = ending.billed
     params = {
         **settle_params(
             reservation_id=parties.reservation_id,
             chat_id=parties.chat_id,
             api_key_id=None,
             message_id=parties.reply_id,
-            input_tokens=billed.input_tokens,
-            output_tokens=billed.output_tokens,
-            source=billed.source,
+            usage=ending.billed,
             model=parties.model,
         ),
         "reply": parties.reply_id,
@@ -195,9 +192,7 @@ def _settle(parties: Parties, ending: Ending) -> tuple[int, dict | None, dict | 
         reservation_id=parties.reservation_id,
         chat_id=parties.chat_id,
         message_id=parties.reply_id,
-        input_tokens=ending.billed.input_tokens,
-        output_tokens=ending.billed.output_tokens,
-        source=ending.billed.source,
+        usage=ending.billed,
         model=parties.model,
     )
     return settlement.entry.total, settlement.budget, settlement.cost

@@ -55,13 +55,18 @@ from billing.services import (
     hold_params,
     reserve_tokens,
 )
-from billing.tokens import estimate_sql_params, estimate_tokens, estimate_tokens_sql
+from billing.tokens import (
+    count_system_prompt_tokens,
+    estimate_input_tokens,
+    estimate_sql_params,
+    estimate_tokens_sql,
+)
 from chat.exceptions import ChatForbidden, ChatNotFound, RateLimited, ReplyInProgress
+from chat.llm import require_available
 from chat.llm.base import LLMProvider, Turn
 from chat.llm.errors import LLMUnavailable
 from chat.models import Message
 from chat.ratelimit import check_rate_limit, release_rate_limit
-from chat.reply.tokens import estimate_input_tokens, system_prompt_tokens
 from chat.selectors import access_chat, parse_chat_id, recent_turns
 
 
@@ -85,7 +90,7 @@ class Exchange:
 def set_up_reply(*, user, chat_id: str, text: str, provider: LLMProvider) -> Exchange:
     """Raises a ServiceError for every refusal; nothing is saved then."""
     # Any network call (the system prompt's count) happens before the locks are taken.
-    system_tokens = system_prompt_tokens()
+    system_tokens = count_system_prompt_tokens()
     if connection.vendor == "postgresql":
         return _set_up_in_one_statement(
             user=user, chat_id=chat_id, text=text, provider=provider, system_tokens=system_tokens
@@ -116,10 +121,13 @@ def _set_up(*, user, chat_id: str, text: str, provider, system_tokens: int) -> E
     if Message.objects.filter(chat=chat, status=Message.Status.STREAMING).exists():
         raise ReplyInProgress()
     check_rate_limit(user=user, window_ms=settings.MESSAGE_RATE_LIMIT_MS)
-    if provider.status() != "ok":
-        raise LLMUnavailable()
+    require_available(provider)
     history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
-    input_estimate = estimate_input_tokens(system_tokens=system_tokens, history=history, text=text)
+    input_estimate = estimate_input_tokens(
+        system_tokens=system_tokens,
+        history_texts=[turn.text for turn in history],
+        message=text,
+    )
     reservation = reserve_tokens(
         user=user,
         input_tokens=input_estimate,
@@ -230,9 +238,11 @@ def _set_up_in_one_statement(
     except RateLimited:
         _refuse_as_the_checks_before_it(user=user, chat_pk=chat_pk, claimed=False)
         raise
-    if provider.status() != "ok":
+    try:
+        require_available(provider)
+    except LLMUnavailable:
         _refuse_as_the_checks_before_it(user=user, chat_pk=chat_pk, claimed=True)
-        raise LLMUnavailable()
+        raise
     now = timezone.now()
     asked_at = now
     replied_at = max(timezone.now(), asked_at + timedelta(microseconds=1))  # after the question
@@ -246,8 +256,10 @@ def _set_up_in_one_statement(
         "user_role": Message.Role.USER,
         "model_role": Message.Role.MODEL,
         "context": max(settings.CONTEXT_MESSAGES, 0),
-        # estimate_input_tokens without the history's part, which the statement adds
-        "fixed_input": system_tokens + estimate_tokens(text) + settings.TOKEN_OVERHEAD,
+        # the input estimate without the history's part, which the statement adds
+        "fixed_input": estimate_input_tokens(
+            system_tokens=system_tokens, history_texts=(), message=text
+        ),
         "question": uuid.uuid4(),
         "reply": uuid.uuid4(),
         "text": text,

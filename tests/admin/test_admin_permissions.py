@@ -11,6 +11,7 @@ from model_bakery import baker
 from billing.exceptions import LimitBelowUsed
 from billing.models import LedgerEntry, TokenBudget
 from billing.services import get_budget, reserve_tokens, set_monthly_limit, settle_reservation
+from billing.usage import Usage
 from chat.models import Chat, Message
 from tests.ledger import spend
 
@@ -217,9 +218,7 @@ def test_clamped_usage_is_logged_and_shown_in_the_ledger_admin(
             reservation_id=hold.pk,
             chat_id=uuid.uuid4(),
             message_id=uuid.uuid4(),
-            input_tokens=60,
-            output_tokens=1_500,
-            source="provider",
+            usage=Usage(60, 1_500),
         )
     entry = LedgerEntry.objects.get()
     assert entry.total == 100 and entry.note == "clamped to the limit"

@@ -25,6 +25,7 @@ from billing.models import BudgetAlert, LedgerEntry, TokenBudget
 from billing.periods import current_period
 from billing.services import get_budget, reserve_tokens, reset_budget
 from billing.services import settle_reservation as settle_reservation_service
+from billing.usage import Usage
 from tests.concurrency import errors_of, together
 from tests.ledger import spend
 from tests.live import ROOT, free_port, wait_until
@@ -120,9 +121,7 @@ def test_twenty_parallel_settles_record_each_crossing_exactly_once(settings):
             reservation_id=hold.pk,
             chat_id=uuid.uuid4(),
             message_id=uuid.uuid4(),
-            input_tokens=10,
-            output_tokens=40,
-            source="provider",
+            usage=Usage(10, 40),
         )
 
     assert errors_of(together(*[settle_one] * 20)) == []

@@ -22,6 +22,7 @@ from billing.services import (
     set_monthly_limit,
     settle_reservation,
 )
+from billing.usage import Usage
 from tests.concurrency import together
 from tests.ledger import assert_books_balance
 
@@ -31,9 +32,7 @@ def settle(reservation, input_tokens, output_tokens, message_id=None):
         reservation_id=reservation.pk,
         chat_id=uuid.uuid4(),
         message_id=message_id or uuid.uuid4(),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        source="provider",
+        usage=Usage(input_tokens, output_tokens),
     ).entry
 
 
@@ -66,9 +65,7 @@ def test_settlement_reports_the_budget_as_stored(user, settings):
         reservation_id=hold.pk,
         chat_id=uuid.uuid4(),
         message_id=uuid.uuid4(),
-        input_tokens=90,
-        output_tokens=40,
-        source="provider",
+        usage=Usage(90, 40),
     )
     stored = TokenBudget.objects.get(user=user)
     assert settlement.budget == stored.snapshot()

@@ -14,6 +14,7 @@ from model_bakery import baker
 from billing.models import LedgerEntry, ModelPrice, TokenBudget
 from billing.prices import cost_of, format_amount
 from billing.services import reserve_tokens, reset_budget, settle_reservation
+from billing.usage import Usage
 from chat.models import Chat
 from tests.chat.sse_client import parse_events, streamed_body
 from tests.fakes.gemini import Script
@@ -60,9 +61,7 @@ def test_the_settle_reads_the_price_in_its_locking_query(user, django_assert_num
             reservation_id=hold.pk,
             chat_id=uuid.uuid4(),
             message_id=uuid.uuid4(),
-            input_tokens=5,
-            output_tokens=5,
-            source="provider",
+            usage=Usage(5, 5),
             model="test-model",
         )
 

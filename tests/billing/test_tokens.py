@@ -29,6 +29,7 @@ from billing.tokens import (
     estimate_tokens,
     token_cache_stats,
 )
+from billing.usage import Usage
 from config.cache import SharedRedisCache
 
 
@@ -108,10 +109,9 @@ def test_message_breakdown(settings):
     settings.LLM_PROVIDER = "local"
     settings.TOKEN_OVERHEAD = 10
     tokens = calculate_message_tokens("Hello world", "Hi!", history_texts=["Hello world"])
-    assert tokens.user_tokens == 4 and tokens.output_tokens == 2 and tokens.history_tokens == 4
-    assert tokens.input_tokens == tokens.system_prompt_tokens + 4 + 4 + 10
+    # input: the system prompt + history 4 + message 4 + overhead 10; output: the reply's 2
+    assert tokens == Usage(count_system_prompt_tokens() + 4 + 4 + 10, 2, source="counted")
     assert tokens.total == tokens.input_tokens + 2
-    assert tokens.source == "counted"
 
 
 def test_command_table_json_and_clear(settings, capsys):
@@ -518,3 +518,24 @@ def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
         estimates = [int(row[0]) for row in cursor.fetchall()]
     assert specials == [len(_NON_WORD.findall(chunk)) for chunk in chunks]
     assert estimates == [estimate_tokens(text) for text in texts]
+
+
+def test_the_running_output_count_is_the_estimate_of_the_text_so_far():
+    """OutputCount, fed a text in chunks of every size, is estimate_tokens of what it was fed
+    at every step, across the special characters' cap; its cap compares that figure."""
+    text = ("Hello, wörld! 🙂 ¿Qué? " * 20) + ("plain words " * 30) + ("!?" * 40)
+    for size in (1, 2, 3, 7, 64, len(text)):
+        count = tokens.OutputCount(cap=None)
+        fed = ""
+        for start in range(0, len(text), size):
+            chunk = text[start : start + size]
+            assert count.with_text(chunk).tokens == estimate_tokens(fed + chunk)
+            count.add(chunk)
+            fed += chunk
+            assert count.tokens == estimate_tokens(fed)
+        assert not count.passes_cap
+    capped = tokens.OutputCount(cap=estimate_tokens("Hello, wörld!"))
+    capped.add("Hello, wörld!")
+    assert not capped.passes_cap
+    capped.add(" and more")  # four more characters at least: one more base token
+    assert capped.passes_cap

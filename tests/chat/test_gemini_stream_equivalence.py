@@ -12,8 +12,9 @@ import httpx2
 import pytest
 from google.genai import _api_client as sdk_api_client
 
+from billing.usage import Usage
 from chat.llm import get_provider
-from chat.llm.base import GenerationOptions, StreamResult, Turn, Usage
+from chat.llm.base import GenerationOptions, StreamResult, Turn
 from chat.llm.errors import LLMError
 from chat.llm.gemini import SdkGeminiStream
 from chat.llm.gemini_rest import RestGeminiStream, iter_sse_events

@@ -9,10 +9,10 @@ from django.utils import timezone
 from model_bakery import baker
 
 from billing.models import TokenReservation
+from billing.tokens import count_system_prompt_tokens, estimate_input_tokens
 from chat.llm import get_provider
 from chat.models import Chat, Message
 from chat.reply.setup import set_up_reply
-from chat.reply.tokens import estimate_input_tokens, system_prompt_tokens
 from chat.selectors import recent_turns
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,9 @@ def test_the_hold_is_made_from_the_history_the_reply_is_given(user, settings):
     history = recent_turns(chat=chat, limit=settings.CONTEXT_MESSAGES)
     message = "Und jetzt? ¿Qué más? 🙂"
     expected = estimate_input_tokens(
-        system_tokens=system_prompt_tokens(), history=history, text=message
+        system_tokens=count_system_prompt_tokens(),
+        history_texts=[turn.text for turn in history],
+        message=message,
     )
 
     exchange = set_up_reply(user=user, chat_id=str(chat.pk), text=message, provider=get_provider())
@@ -77,7 +79,9 @@ def test_the_output_cap_is_what_the_budget_has_left(user, settings):
     chat = baker.make(Chat, owner=user)
     history = []
     expected = estimate_input_tokens(
-        system_tokens=system_prompt_tokens(), history=history, text="hi"
+        system_tokens=count_system_prompt_tokens(),
+        history_texts=[turn.text for turn in history],
+        message="hi",
     )
     settings.DEFAULT_TOKEN_LIMIT = expected + 7
 
@@ -116,7 +120,9 @@ def test_parallel_set_ups_hold_one_reply_per_chat_and_never_overspend(settings):
 
     user = baker.make("accounts.User")
     one_hold = (
-        estimate_input_tokens(system_tokens=system_prompt_tokens(), history=[], text="hi")
+        estimate_input_tokens(
+            system_tokens=count_system_prompt_tokens(), history_texts=(), message="hi"
+        )
         + settings.GEMINI_MAX_OUTPUT_TOKENS
     )
     settings.DEFAULT_TOKEN_LIMIT = 3 * one_hold
