@@ -18,6 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
@@ -255,9 +257,10 @@ def _envelope_exception_handler(exc: Exception, context: dict) -> Response:
 
     view = context.get("view")
     view_name = type(view).__name__ if view else "API view"
-    if isinstance(exc, OperationalError):
-        # PostgreSQL is unreachable, or every pooled connection stayed busy past
-        # DB_POOL_TIMEOUT (a burst larger than this node can take in): retry, not a bug.
+    if isinstance(exc, OperationalError | RedisConnectionError | RedisTimeoutError):
+        # PostgreSQL or Redis is unreachable, or every pooled connection stayed busy past
+        # DB_POOL_TIMEOUT / REDIS_POOL_TIMEOUT_S (a burst larger than this node can take in):
+        # retry, not a bug.
         logger.warning(
             "Database unavailable in %s: %s", view_name, type(exc.__cause__ or exc).__name__
         )

@@ -152,8 +152,9 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     C.UPSTREAM_RATE_LIMITED: ErrorSpec(503, "the model rate-limits us (`Retry-After`)"),
     C.DATABASE_UNAVAILABLE: ErrorSpec(
         503,
-        "PostgreSQL is unreachable, or the node is so overloaded that no pooled connection "
-        "freed up within `DB_POOL_TIMEOUT` (`Retry-After`)",
+        "PostgreSQL or Redis (`CACHE_URL`) is unreachable, or the node is so overloaded that "
+        "no pooled connection freed up within `DB_POOL_TIMEOUT` / `REDIS_POOL_TIMEOUT_S` "
+        "(`Retry-After`)",
     ),
     C.UNHEALTHY: ErrorSpec(
         503, "`GET /health`: the database is unreachable (`details` has every part's state)"

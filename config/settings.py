@@ -111,8 +111,14 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 CACHES["default"].setdefault("OPTIONS", {})
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
-    # One Redis connection pool per process, not per request (config/cache.py).
+    # One Redis connection pool per process, not per request (config/cache.py); a request
+    # that finds every connection busy waits for one (up to REDIS_POOL_TIMEOUT_S) instead of
+    # failing: redis-py's own pool raises past 100 connections, which a burst of streams on
+    # one gevent worker reaches (docs/operations.md).
     CACHES["default"]["BACKEND"] = "config.cache.SharedRedisCache"
+    CACHES["default"]["OPTIONS"].setdefault("pool_class", "redis.BlockingConnectionPool")
+    CACHES["default"]["OPTIONS"].setdefault("max_connections", env.int("REDIS_POOL_MAX_SIZE", 50))
+    CACHES["default"]["OPTIONS"].setdefault("timeout", env.float("REDIS_POOL_TIMEOUT_S", 10.0))
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache":
     CACHES["default"]["OPTIONS"].setdefault(
         "MAX_ENTRIES", env.int("TOKEN_CACHE_MAX_ENTRIES", 10000)
