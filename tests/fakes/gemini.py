@@ -125,7 +125,10 @@ class FakeGemini:
         return [r for r in self.requests if ":countTokens" in r["path"]]
 
     def start(self) -> FakeGemini:
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for serve_forever's next poll: 0.5 s by default, after every test.
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._thread.start()
         return self
 
