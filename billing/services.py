@@ -268,20 +268,6 @@ def settle_reservation(
         others_held = budget.reserved - held
         reported = input_tokens + output_tokens
         charge = max(0, min(reported, budget.limit - budget.used - others_held))
-        if charge != reported:
-            # The provider used more than the budget had left (the output cap is enforced by
-            # the provider, the input is an estimate): the user is never billed past the
-            # limit, and staff see the overage in the ledger (reported vs billed).
-            logger.warning(
-                "Usage clamped to the limit: user %s, reported %s tokens "
-                "(input %s + output %s), billed %s, over by %s",
-                reservation.user_id,
-                reported,
-                input_tokens,
-                output_tokens,
-                charge,
-                reported - charge,
-            )
         cost, currency = None, ""
         if getattr(reservation, "_price_input_per_million", None) is not None:
             cost = cost_of(
@@ -298,22 +284,21 @@ def settle_reservation(
         TokenReservation.objects.filter(pk=reservation.pk).update(
             state=TokenReservation.State.SETTLED
         )
-        entry = LedgerEntry.objects.create(
+        entry = _exchange_entry(
             user_id=reservation.user_id,
             period=budget.period,
-            kind=LedgerEntry.Kind.EXCHANGE,
             chat_id=chat_id,
-            message_id=message_id,
             api_key_id=api_key_id,
+            message_id=message_id,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            total=charge,
             source=usage.source,
+            charge=charge,
             model=model,
             cost=cost,
             currency=currency,
-            note="" if charge == reported else CLAMPED_NOTE,
         )
+        entry.save(force_insert=True)
         record_threshold_alerts(
             user_id=reservation.user_id,
             period=budget.period,
@@ -456,10 +441,54 @@ def settlement_from_row(row, params: dict) -> Settlement | None:
     held, charge, cost, price_currency, entry_id, alerts = row[7:]
     if state == TokenReservation.State.SETTLED:
         return None
-    input_tokens, output_tokens, reported = params["input"], params["output"], params["reported"]
     budget = TokenBudget(
         id=budget_id, user_id=user_id, period=period, limit=limit, used=used, reserved=reserved
     )
+    deliver_after_commit(alerts or [])
+    entry = _exchange_entry(
+        user_id=user_id,
+        period=period,
+        chat_id=params["chat"],
+        api_key_id=params["api_key"],
+        message_id=params["message"],
+        input_tokens=params["input"],
+        output_tokens=params["output"],
+        source=params["source"],
+        charge=charge,
+        model=params["model"],
+        cost=cost,
+        currency=price_currency,
+    )
+    entry.id, entry.created_at = entry_id, params["now"]
+    entry._state.adding = False  # the statement inserted it
+    budget.used += charge
+    budget.reserved -= held
+    return Settlement(entry=entry, budget=budget.snapshot())
+
+
+def _exchange_entry(
+    *,
+    user_id,
+    period,
+    chat_id,
+    api_key_id,
+    message_id,
+    input_tokens: int,
+    output_tokens: int,
+    source: str,
+    charge: int,
+    model: str,
+    cost,
+    currency: str,
+) -> LedgerEntry:
+    """One settled exchange's ledger entry (unsaved), as both settle paths write it; logs a
+    charge clamped below what was reported.
+
+    A clamp means the provider used more than the budget had left (the output cap is
+    enforced by the provider, the input is an estimate): the user is never billed past the
+    limit, and staff see the overage in the ledger (reported vs billed).
+    """
+    reported = input_tokens + output_tokens
     if charge != reported:
         logger.warning(
             "Usage clamped to the limit: user %s, reported %s tokens "
@@ -471,29 +500,22 @@ def settlement_from_row(row, params: dict) -> Settlement | None:
             charge,
             reported - charge,
         )
-    deliver_after_commit(alerts or [])
-    entry = LedgerEntry(
-        id=entry_id,
+    return LedgerEntry(
         user_id=user_id,
         period=period,
         kind=LedgerEntry.Kind.EXCHANGE,
-        chat_id=params["chat"],
-        api_key_id=params["api_key"],
-        message_id=params["message"],
+        chat_id=chat_id,
+        api_key_id=api_key_id,
+        message_id=message_id,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         total=charge,
-        source=params["source"],
-        model=params["model"],
+        source=source,
+        model=model,
         cost=cost,
-        currency="" if cost is None else price_currency,
+        currency="" if cost is None else currency,
         note="" if charge == reported else CLAMPED_NOTE,
-        created_at=params["now"],
     )
-    entry._state.adding = False
-    budget.used += charge
-    budget.reserved -= held
-    return Settlement(entry=entry, budget=budget.snapshot())
 
 
 def release_reservation(*, reservation_id: int, reason: str) -> bool:
