@@ -284,6 +284,46 @@ def warm_up(port: int, jobs, messages: int = 60, done_marker=b'"done"') -> None:
         raise SystemExit(f"warm-up failed on port {port}: {sorted(set(failed))[:3]}")
 
 
+def throughput_against_relay(
+    environment: dict,
+    logs: Path,
+    name: str,
+    jobs,
+    relay_jobs,
+    *,
+    total: int,
+    concurrency: int,
+    upstream_proc=None,
+) -> tuple[dict, dict]:
+    """throughput() of ours and of the relay under the same environment, each warmed up."""
+    with (
+        gunicorn("config.settings", environment, logs / f"ours-{name}.log") as (port, proc),
+        gunicorn("bench.relay_settings", environment, logs / f"relay-{name}.log") as (rport, rproc),
+    ):
+        warm_up(port, jobs[-100:])
+        warm_up(rport, relay_jobs[:8])
+        ours = throughput(
+            port,
+            proc,
+            jobs,
+            total=total,
+            concurrency=concurrency,
+            database=True,
+            upstream_proc=upstream_proc,
+        )
+        relay = throughput(
+            rport,
+            rproc,
+            relay_jobs[:concurrency],
+            total=total,
+            concurrency=concurrency,
+            database=False,
+            upstream_proc=upstream_proc,
+            min_gap_s=0,
+        )
+    return ours, relay
+
+
 def throughput(
     port,
     proc,
@@ -484,32 +524,16 @@ def main():
             f"msg/s at {alone['server_cpu_ms_per_message']} ms CPU per message "
             f"({alone['ok']}/{total} ok)"
         )
-        gemini = env(provider="gemini", upstream_port=uport)
-        with (
-            gunicorn("config.settings", gemini, logs / "ours-gemini.log") as (port, proc),
-            gunicorn("bench.relay_settings", gemini, logs / "relay-gemini.log") as (rport, rproc),
-        ):
-            warm_up(port, jobs[-100:])
-            warm_up(rport, relay_jobs[:8])
-            ours = throughput(
-                port,
-                proc,
-                jobs,
-                total=total,
-                concurrency=concurrency,
-                database=True,
-                upstream_proc=uproc,
-            )
-            relay = throughput(
-                rport,
-                rproc,
-                relay_jobs[:concurrency],
-                total=total,
-                concurrency=concurrency,
-                database=False,
-                upstream_proc=uproc,
-                min_gap_s=0,
-            )
+        ours, relay = throughput_against_relay(
+            env(provider="gemini", upstream_port=uport),
+            logs,
+            "gemini",
+            jobs,
+            relay_jobs,
+            total=total,
+            concurrency=concurrency,
+            upstream_proc=uproc,
+        )
         report["throughput"] = {"ours": ours, "relay": relay, "ratio": _ratio(ours, relay)}
         print_throughput(
             f"production path: Gemini provider (google-genai) against the upstream over HTTP, "
@@ -558,23 +582,15 @@ def main():
 
     # 4. The second line: the offline model, no upstream at all.
     if not args.no_offline:
-        local = env(provider="local", chunks=args.instant_chunks, delay_ms=0)
-        with (
-            gunicorn("config.settings", local, logs / "ours-local.log") as (port, proc),
-            gunicorn("bench.relay_settings", local, logs / "relay-local.log") as (rport, rproc),
-        ):
-            warm_up(port, jobs[-100:])
-            warm_up(rport, relay_jobs[:8])
-            ours = throughput(port, proc, jobs, total=total, concurrency=concurrency, database=True)
-            relay = throughput(
-                rport,
-                rproc,
-                relay_jobs[:concurrency],
-                total=total,
-                concurrency=concurrency,
-                database=False,
-                min_gap_s=0,
-            )
+        ours, relay = throughput_against_relay(
+            env(provider="local", chunks=args.instant_chunks, delay_ms=0),
+            logs,
+            "local",
+            jobs,
+            relay_jobs,
+            total=total,
+            concurrency=concurrency,
+        )
         report["throughput_offline"] = {"ours": ours, "relay": relay, "ratio": _ratio(ours, relay)}
         print_throughput(
             f"second line: the offline model ({args.instant_chunks} chunks, instant)", ours, relay
