@@ -109,6 +109,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 
 # --- cache ------------------------------------------------------------------
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# With a Redis CACHE_URL: Redis connections per process and the wait for a free one, for the
+# cache and (twice the size) the reply event log (chat/reply/eventlog.py).
+REDIS_POOL_MAX_SIZE = env.int("REDIS_POOL_MAX_SIZE", default=50)
+REDIS_POOL_TIMEOUT_S = env.float("REDIS_POOL_TIMEOUT_S", default=10.0)
 CACHES["default"].setdefault("OPTIONS", {})
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     # One Redis connection pool per process, not per request (config/cache.py); a request
@@ -117,8 +121,8 @@ if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
     # one gevent worker reaches (docs/operations.md).
     CACHES["default"]["BACKEND"] = "config.cache.SharedRedisCache"
     CACHES["default"]["OPTIONS"].setdefault("pool_class", "redis.BlockingConnectionPool")
-    CACHES["default"]["OPTIONS"].setdefault("max_connections", env.int("REDIS_POOL_MAX_SIZE", 50))
-    CACHES["default"]["OPTIONS"].setdefault("timeout", env.float("REDIS_POOL_TIMEOUT_S", 10.0))
+    CACHES["default"]["OPTIONS"].setdefault("max_connections", REDIS_POOL_MAX_SIZE)
+    CACHES["default"]["OPTIONS"].setdefault("timeout", REDIS_POOL_TIMEOUT_S)
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.locmem.LocMemCache":
     CACHES["default"]["OPTIONS"].setdefault(
         "MAX_ENTRIES", env.int("TOKEN_CACHE_MAX_ENTRIES", 10000)

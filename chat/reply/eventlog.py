@@ -88,11 +88,10 @@ class RedisLog:
         # Its own pool: a follower on another node holds a connection while XREAD blocks. A
         # blocking pool waits for a free connection; redis-py's default pool raises past 100.
         # Its size is the cache's (REDIS_POOL_MAX_SIZE) plus room for that many followers.
-        options = settings.CACHES["default"].get("OPTIONS", {})
         pool = redis.BlockingConnectionPool.from_url(
             url,
-            max_connections=2 * options.get("max_connections", 50),
-            timeout=options.get("timeout", 10.0),
+            max_connections=2 * settings.REDIS_POOL_MAX_SIZE,
+            timeout=settings.REDIS_POOL_TIMEOUT_S,
             health_check_interval=30,
         )
         self.redis = redis.Redis(connection_pool=pool)
