@@ -96,6 +96,9 @@ def test_the_documented_steps_install_and_serve_a_stream_without_dev_extras(tmp_
         HOST="127.0.0.1",
         PORT=str(port),
         GUNICORN_WORKERS="1",
+        # Production's shared cache when this run has Redis (docs/operations.md): the pool,
+        # the rate limit and the reply's event log as deployed.
+        **({"CACHE_URL": os.environ["REDIS_TEST_URL"]} if os.environ.get("REDIS_TEST_URL") else {}),
     )
     log_path = tmp_path / "steps.log"
     try:
@@ -164,5 +167,10 @@ def test_the_documented_steps_install_and_serve_a_stream_without_dev_extras(tmp_
         assert done["finish_reason"] == "stop"
         assert done["tokens_used"] > 0
         assert len(fake.generate_requests()) == 1
+        if os.environ.get("REDIS_TEST_URL"):  # the reply's events went to Redis Streams
+            import redis
+
+            log = redis.Redis.from_url(os.environ["REDIS_TEST_URL"])
+            assert log.xlen(f"chat:reply:{done['message_id']}:log") == len(events)
     finally:
         fake.stop()
