@@ -88,11 +88,22 @@ def access_chat(*, user, chat_id, lock: bool = False) -> Chat:
     chat = chats.filter(pk=pk).first()
     if check_caller:
         _refuse_an_inactive_caller(chat, caller)
-    if chat is None or not chat.is_active:
-        raise ChatNotFound()
-    if chat.owner_id != user.pk:
-        raise ChatForbidden()
+    refuse_unless_accessible(
+        user=user,
+        owner_id=chat.owner_id if chat else None,
+        is_active=bool(chat and chat.is_active),
+    )
     return chat
+
+
+def refuse_unless_accessible(*, user, owner_id, is_active: bool) -> None:
+    """The chat's own rules once its row is read (owner_id None: no such chat): 404 absent or
+    deleted, 403 someone else's. access_chat and the one-statement set-up
+    (chat/reply/setup.py) both decide with it."""
+    if owner_id is None or not is_active:
+        raise ChatNotFound()
+    if owner_id != user.pk:
+        raise ChatForbidden()
 
 
 def chats_for(*, user):

@@ -61,13 +61,13 @@ from billing.tokens import (
     estimate_sql_params,
     estimate_tokens_sql,
 )
-from chat.exceptions import ChatForbidden, ChatNotFound, RateLimited, ReplyInProgress
+from chat.exceptions import RateLimited, ReplyInProgress
 from chat.llm import require_available
 from chat.llm.base import LLMProvider, Turn
 from chat.llm.errors import LLMUnavailable
 from chat.models import Message
 from chat.ratelimit import check_rate_limit, release_rate_limit
-from chat.selectors import access_chat, parse_chat_id, recent_turns
+from chat.selectors import access_chat, parse_chat_id, recent_turns, refuse_unless_accessible
 
 
 @dataclass(frozen=True)
@@ -323,10 +323,9 @@ def _refuse_unless_allowed(user, caller_active, found, owner_id, is_active, stre
     """access_chat's rules, then one reply at a time, in their order."""
     if needs_active_check(user):
         refuse_unless_active(caller_active)
-    if not found or not is_active:
-        raise ChatNotFound()
-    if owner_id != user.pk:
-        raise ChatForbidden()
+    refuse_unless_accessible(
+        user=user, owner_id=owner_id if found else None, is_active=bool(is_active)
+    )
     if streaming:
         raise ReplyInProgress()
 
