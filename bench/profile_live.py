@@ -39,6 +39,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="only samples holding the GIL: Python's own CPU, without the time a worker "
+        "spends in a system call (a send that wakes PostgreSQL on the same core)",
+    )
     args = parser.parse_args()
     prepare_database()
     out = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -63,6 +69,7 @@ def main() -> None:
                         "--format",
                         "raw",
                         "--nonblocking",
+                        *(["--gil"] if args.gil else []),
                         "--output",
                         str(out / f"worker-{pid}.txt"),
                     ],

@@ -26,6 +26,7 @@ from billing.periods import current_period
 from billing.prices import cost_of, entry_cost, price_annotations
 from billing.selectors import limit_for
 from billing.usage import Usage
+from config.postgresql.base import compact
 
 logger = logging.getLogger(__name__)
 
@@ -134,12 +135,12 @@ def hold_params(*, user, max_output_tokens: int, now: datetime) -> dict:
 
 
 # One round trip instead of three.
-_RESERVE_SQL = f"""
+_RESERVE_SQL = compact(f"""
 WITH {hold_ctes(input_sql="%(input)s")}
 SELECT budget.id, budget."limit", budget.used, budget.reserved, reservation.id,
        reservation.output_cap
 FROM budget LEFT JOIN reservation ON TRUE
-"""  # noqa: S608 - built from constants only
+""")  # noqa: S608 - built from constants only
 
 
 def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int):
@@ -149,7 +150,7 @@ def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int
         "input": input_tokens,
     }
     period = params["period"]
-    with connection.cursor() as cursor:
+    with connection.server_binding_cursor() as cursor:
         cursor.execute(_RESERVE_SQL, params)
         row = cursor.fetchone()
         if row is None:  # the month's first message: open the row, then hold
@@ -393,11 +394,11 @@ def settle_ctes(*, gate: str = "") -> str:
 
 @functools.cache
 def _settle_sql() -> str:
-    return f"""
+    return compact(f"""
 WITH {settle_ctes()}
 SELECT {SETTLE_RESULT}
 FROM locked LEFT JOIN figures ON TRUE
-"""  # noqa: S608 - built from constants only
+""")  # noqa: S608 - built from constants only
 
 
 def settle_params(*, reservation_id, chat_id, api_key_id, message_id, usage: Usage, model) -> dict:
@@ -425,7 +426,7 @@ def settle_params(*, reservation_id, chat_id, api_key_id, message_id, usage: Usa
 def _settle_in_one_statement(**fields) -> Settlement | None:
     """None when the hold was settled already (nothing written)."""
     params = settle_params(**fields)
-    with connection.cursor() as cursor:
+    with connection.server_binding_cursor() as cursor:
         cursor.execute(_settle_sql(), params)
         row = cursor.fetchone()
     if row is None:

@@ -40,6 +40,7 @@ from chat.models import Message
 from chat.reply.events import done_event
 from chat.reply.setup import execute_statement
 from config.api import ServiceError
+from config.postgresql.base import compact
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ NOT_STREAMING = object()
 
 @functools.cache
 def _end_sql() -> str:
-    return f"""
+    return compact(f"""
 WITH reply AS (
     SELECT m.id FROM chat_message m
     WHERE m.id = %(reply)s AND m.status = %(streaming)s
@@ -130,7 +131,7 @@ saved AS (
 )
 SELECT (SELECT id FROM reply), (SELECT id FROM saved), {SETTLE_RESULT}
 FROM (VALUES (1)) AS one (x) LEFT JOIN locked ON TRUE LEFT JOIN figures ON TRUE
-"""  # noqa: S608 - built from constants only
+""")  # noqa: S608 - built from constants only
 
 
 def _end_in_one_statement(parties: Parties, ending: Ending):

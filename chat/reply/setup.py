@@ -68,6 +68,7 @@ from chat.llm.errors import LLMUnavailable
 from chat.models import Message
 from chat.ratelimit import check_rate_limit, release_rate_limit
 from chat.selectors import access_chat, parse_chat_id, recent_turns, refuse_unless_accessible
+from config.postgresql.base import compact
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ _MESSAGE_COLUMNS = """(id, chat_id, role, content, status, input_tokens, output_
 @functools.cache
 def _set_up_sql() -> str:
     users = connection.ops.quote_name(get_user_model()._meta.db_table)
-    return f"""
+    return compact(f"""
 WITH chat AS (
     SELECT c.id, c.owner_id, c.is_active
     FROM chat_chat c
@@ -226,7 +227,7 @@ SELECT caller.is_active, checks.id IS NOT NULL, checks.owner_id, checks.is_activ
        (SELECT json_agg(json_build_array(role, content) ORDER BY created_at) FROM history),
        (SELECT id FROM reply)
 FROM caller LEFT JOIN checks ON TRUE LEFT JOIN budget ON TRUE LEFT JOIN reservation ON TRUE
-"""  # noqa: S608 - built from constants only
+""")  # noqa: S608 - built from constants only
 
 
 def _set_up_in_one_statement(
@@ -307,8 +308,8 @@ def _set_up_in_one_statement(
 
 
 def execute_statement(sql: str, params: dict) -> tuple:
-    """One statement of the reply's path, its one row."""
-    with connection.cursor() as cursor:
+    """One statement of the reply's path, its one row (bound on the server: PostgreSQL only)."""
+    with connection.server_binding_cursor() as cursor:
         if connection.in_atomic_block:
             # Inside a caller's transaction (a test, a command): a savepoint, so a refused
             # statement leaves it usable. A request has none: no BEGIN/COMMIT round trips.

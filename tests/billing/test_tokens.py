@@ -482,7 +482,6 @@ def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
         _NON_WORD,
         estimate_sql_params,
         estimate_tokens_sql,
-        special_characters_pattern,
     )
 
     points = [p for p in range(1, 0x110000) if not 0xD800 <= p <= 0xDFFF]
@@ -501,11 +500,10 @@ def test_the_sql_estimate_is_estimate_tokens_on_every_code_point():
         **estimate_sql_params(),
         "chunks": chunks,
         "texts": texts,
-        "specials": special_characters_pattern(),
     }
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT length(t) - length(regexp_replace(t, %(specials)s, '', 'g')) "
+            "SELECT length(t) - length(regexp_replace(t, %(estimate_pattern)s, '', 'g')) "
             "FROM unnest(%(chunks)s::text[]) WITH ORDINALITY AS x(t, i) ORDER BY i",
             params,
         )
