@@ -52,6 +52,13 @@ _stop_asked_at: list[float] = []
 
 
 def post_worker_init(worker):
+    from gevent import monkey
+
+    if monkey.is_module_patched("select"):  # the gevent worker
+        from config.readable import use_in_httpcore
+
+        use_in_httpcore()  # the SDK's pool probes idle connections without gevent's hub
+
     previous = signal.getsignal(signal.SIGTERM)
 
     def remember_and_exit(signum, frame):

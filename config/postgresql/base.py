@@ -20,11 +20,11 @@ value, and two smallints added can overflow); a NULL parameter needs a cast in t
 
 from __future__ import annotations
 
-import select
-
 from django.db.backends.postgresql import base
 from psycopg.types.numeric import Int8Dumper
 from psycopg_pool import ConnectionPool
+
+from config.readable import fd_is_readable
 
 
 def compact(sql: str) -> str:
@@ -37,8 +37,7 @@ def check_connection(conn) -> None:
     """The pool's `check`: raise when `conn` is no longer usable."""
     if conn.closed:
         raise ConnectionError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:  # an error, a notice or EOF arrived while idle: ask the server
+    if fd_is_readable(conn.fileno()):  # an error, a notice or EOF came while idle: ping
         ConnectionPool.check_connection(conn)
 
 
