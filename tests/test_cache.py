@@ -20,12 +20,13 @@ def test_requests_on_other_threads_share_one_redis_connection_pool(settings):
             "KEY_PREFIX": f"test-cache-{uuid.uuid4().hex}",
         }
     }
-    seen = []
+    seen, clients = [], []
 
     def one_request(n):
         # Django's cache object is per thread (per greenlet under gevent): a request's own.
         cache = caches[DEFAULT_CACHE_ALIAS]
         cache.set(f"key-{n}", n)
+        clients.append(cache._cache.get_client(write=True))
         seen.append(
             (cache, cache._cache.get_client(write=True).connection_pool, cache.get(f"key-{n}"))
         )
@@ -43,6 +44,7 @@ def test_requests_on_other_threads_share_one_redis_connection_pool(settings):
     assert len({id(cache) for cache, _, _ in seen}) == 8  # a cache object per thread
     assert len({id(pool) for _, pool, _ in seen}) == 1  # one pool for all of them
     assert created[-1] - created[0] == 0  # no connection opened after the first request's
+    assert len({id(client) for client in clients}) == 1  # and one redis-py client, not a call's
 
 
 def _exhausted_pool(settings, *, timeout_s: float):
