@@ -197,9 +197,11 @@ WITH chat AS (
     WHERE checks.is_active AND checks.owner_id = %(user)s AND NOT checks.streaming
       AND (NOT %(check_caller)s OR caller.is_active)
 ), history AS (
+    -- By the chat's id, gated by `allowed` as a one-time filter: joined to `allowed`, the
+    -- scan could not give the index's order, so PostgreSQL read and sorted the whole chat.
     SELECT m.role, m.content, m.created_at
-    FROM chat_message m JOIN allowed ON m.chat_id = allowed.id
-    WHERE NOT (m.content = '')
+    FROM chat_message m
+    WHERE m.chat_id = %(chat)s AND NOT (m.content = '') AND EXISTS (SELECT 1 FROM allowed)
     ORDER BY m.created_at DESC
     LIMIT %(context)s
 ), estimate AS (
