@@ -150,7 +150,7 @@ def _reserve_in_one_statement(*, user, input_tokens: int, max_output_tokens: int
         "input": input_tokens,
     }
     period = params["period"]
-    with connection.server_binding_cursor() as cursor:
+    with connection.prepared_cursor() as cursor:
         cursor.execute(_RESERVE_SQL, params)
         row = cursor.fetchone()
         if row is None:  # the month's first message: open the row, then hold
@@ -426,7 +426,7 @@ def settle_params(*, reservation_id, chat_id, api_key_id, message_id, usage: Usa
 def _settle_in_one_statement(**fields) -> Settlement | None:
     """None when the hold was settled already (nothing written)."""
     params = settle_params(**fields)
-    with connection.server_binding_cursor() as cursor:
+    with connection.prepared_cursor() as cursor:
         cursor.execute(_settle_sql(), params)
         row = cursor.fetchone()
     if row is None:

@@ -175,8 +175,8 @@ def estimate_sql_params() -> dict:
         "estimate_max_factor": str(MAX_FACTOR),
         "estimate_per_special": str(FACTOR_PER_SPECIAL_CHAR),
         "estimate_margin": str(SAFETY_MARGIN),
-        # ~10 KB, a parameter: the statement is bound on the server, so it is sent as it is
-        # (not quoted into the query at each set-up) and the query text stays short.
+        # ~10 KB, a parameter: the statement is prepared (config/postgresql/base.py), so it
+        # is sent as it is (not quoted into the query at each set-up) and the query stays short.
         "estimate_pattern": special_characters_pattern(),
     }
 

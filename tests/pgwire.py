@@ -5,7 +5,8 @@ A round trip is a client message the client then waits on before it goes on: a s
 Execute...). So it counts everything that reaches the server: the statements, BEGIN and
 COMMIT, the pool's connection checks, whatever a library sends by itself. Each round trip is
 recorded with its SQL (the Query's text or the last Parse's; "(prepared)" for a prepared
-statement executed again).
+statement executed again; "PREPARE " and the SQL for a Parse that executes nothing, which
+psycopg sends once per connection for a statement it prepares).
 
     with CountingProxy("127.0.0.1", 5432) as proxy:
         url = proxy.url("postgres://user@127.0.0.1:5432/db")   # sslmode=disable added
@@ -94,7 +95,7 @@ class CountingProxy:
     def _client_to_server(self, client: socket.socket, server: socket.socket, number: int):
         buffer = b""
         started = False  # after the StartupMessage, every message has a type byte
-        last_parse = ""
+        last_parse, executes = "", False
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
                 server.sendall(data)
@@ -121,9 +122,15 @@ class CountingProxy:
                         self._record(number, body.split(b"\0", 1)[0].decode(errors="replace"))
                     elif kind == b"P":
                         last_parse = body.split(b"\0")[1].decode(errors="replace")
+                    elif kind == b"E":
+                        executes = True
                     elif kind == b"S":
-                        self._record(number, last_parse or "(prepared)")
-                        last_parse = ""
+                        prepare_only = last_parse and not executes
+                        self._record(
+                            number,
+                            f"PREPARE {last_parse}" if prepare_only else last_parse or "(prepared)",
+                        )
+                        last_parse, executes = "", False
         self._pipe(client, server)  # closes both
 
     def _record(self, number: int, sql: str) -> None:

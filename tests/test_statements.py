@@ -1,5 +1,5 @@
 """The long statements of the message's path (the set-up, the end of the reply, the hold and
-the settle of /v1) are bound on the server, so psycopg converts each once per process and
+the settle of /v1) are prepared, so psycopg converts each once per process and
 then takes it from its cache, which holds statements up to a length and with up to a number
 of parameters (config/postgresql/base.py). A statement that grows past either is converted
 again at every message (~0.3 ms of worker CPU for the set-up when it was ~24 KB): these
@@ -7,6 +7,7 @@ tests fail then.
 """
 
 import pytest
+from django.db import connection
 from psycopg import _queries
 
 from billing.services import _RESERVE_SQL, _settle_sql
@@ -42,3 +43,9 @@ def test_a_message_after_the_first_converts_no_statement_again(auth_client, chat
     assert response.status_code == 200 and b'"done"' in body
     assert after.misses == before.misses
     assert after.hits >= before.hits + 2  # the set-up and the end of the reply
+    with connection.cursor() as cursor:  # the set-up ran on this thread's connection
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%history AS%"],
+        )
+        assert cursor.fetchone() == (1,)  # prepared once on its connection, run twice

@@ -310,8 +310,8 @@ def _set_up_in_one_statement(
 
 
 def execute_statement(sql: str, params: dict) -> tuple:
-    """One statement of the reply's path, its one row (bound on the server: PostgreSQL only)."""
-    with connection.server_binding_cursor() as cursor:
+    """One statement of the reply's path, its one row (prepared: PostgreSQL only)."""
+    with connection.prepared_cursor() as cursor:
         if connection.in_atomic_block:
             # Inside a caller's transaction (a test, a command): a savepoint, so a refused
             # statement leaves it usable. A request has none: no BEGIN/COMMIT round trips.

@@ -99,7 +99,7 @@ def test_a_long_chats_set_up_reads_only_the_messages_it_gives_the_model(user, se
     sql, params = [(sql, params) for sql, params in statements if "history AS" in sql][-1]
     Message.objects.filter(chat=chat, status="streaming").update(status="complete")
 
-    with connection.server_binding_cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute(
             f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}",
             {**params, "question": uuid.uuid4(), "reply": uuid.uuid4()},
