@@ -100,3 +100,19 @@ def test_no_free_redis_connection_in_time_is_a_503_to_retry(settings, auth_clien
     assert response["Retry-After"] == "1"
     assert response.json()["error"]["code"] == "database_unavailable"
     assert not chat.messages.exists()  # refused before anything was saved
+
+
+def test_redis_replies_are_parsed_by_hiredis(settings):
+    # pyproject's redis[hiredis]: commands packed and replies parsed in C (docs/operations.md).
+    settings.CACHES = {
+        DEFAULT_CACHE_ALIAS: {
+            "BACKEND": "config.cache.SharedRedisCache",
+            "LOCATION": REDIS_TEST_URL,
+        }
+    }
+    pool = caches[DEFAULT_CACHE_ALIAS]._cache.get_client(write=True).connection_pool
+    connection = pool.get_connection()
+    try:
+        assert "Hiredis" in type(connection._parser).__name__
+    finally:
+        pool.release(connection)
