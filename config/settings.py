@@ -282,6 +282,10 @@ GEMINI_TIMEOUT_MS = env.int("GEMINI_TIMEOUT_MS", default=30000)
 GEMINI_RETRY_ATTEMPTS = env.int("GEMINI_RETRY_ATTEMPTS", default=3)
 GEMINI_RETRY_INITIAL_DELAY_S = env.float("GEMINI_RETRY_INITIAL_DELAY_S", default=1.0)
 GEMINI_RETRY_MAX_DELAY_S = env.float("GEMINI_RETRY_MAX_DELAY_S", default=8.0)
+# Upstream connections a process may hold open at once, one per reply generating. The SDK's
+# HTTP client allows 100: a gevent worker holds up to 1000 streams, and the 101st reply
+# waited for another to end before it was sent (a burst of 500: first-byte p99 8.9 s).
+GEMINI_MAX_CONNECTIONS = env.int("GEMINI_MAX_CONNECTIONS", default=1000)
 # The reply's stream: "rest" sends the SDK's request on the SDK's HTTP client and parses
 # the SSE itself (docs/decisions/0002); "sdk" goes through generate_content_stream.
 GEMINI_STREAM_CLIENT = env.str("GEMINI_STREAM_CLIENT", default="rest")

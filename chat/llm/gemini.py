@@ -26,6 +26,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 
+import httpx2
 from django.conf import settings
 from google import genai
 from google.genai import types
@@ -44,6 +45,9 @@ HARM_CATEGORIES = (
     types.HarmCategory.HARM_CATEGORY_DANGEROUS_CONTENT,
 )
 RETRY_STATUSES = [408, 429, 500, 502, 503, 504]
+# Idle upstream connections kept for the next replies (httpx's default); the connections
+# open at once are bounded by GEMINI_MAX_CONNECTIONS.
+KEEP_ALIVE_CONNECTIONS = 20
 
 
 class SdkGeminiStream:
@@ -144,6 +148,12 @@ class GeminiProvider:
                             api_version=settings.GEMINI_API_VERSION,
                             base_url=settings.GEMINI_BASE_URL or None,
                             timeout=settings.GEMINI_TIMEOUT_MS,
+                            client_args={
+                                "limits": httpx2.Limits(
+                                    max_connections=settings.GEMINI_MAX_CONNECTIONS,
+                                    max_keepalive_connections=KEEP_ALIVE_CONNECTIONS,
+                                )
+                            },
                             retry_options=types.HttpRetryOptions(
                                 attempts=settings.GEMINI_RETRY_ATTEMPTS,
                                 initial_delay=settings.GEMINI_RETRY_INITIAL_DELAY_S,

@@ -1,5 +1,8 @@
 """GeminiProvider through the real google-genai SDK against the fake Gemini server."""
 
+import threading
+import time
+
 import pytest
 
 from chat.llm import get_provider, provider_state
@@ -147,3 +150,21 @@ def test_auto_in_development_picks_local_without_a_key_and_gemini_with_one(setti
     assert get_provider().name == "local"
     settings.GEMINI_API_KEY = "a-key"
     assert get_provider().name == "gemini"
+
+
+def test_more_than_a_hundred_replies_reach_the_upstream_at_once(fake_gemini, settings):
+    """The SDK's HTTP client allows 100 connections: a gevent worker holding more streams
+    sent its 101st reply only when another had ended (GEMINI_MAX_CONNECTIONS now)."""
+    assert settings.GEMINI_MAX_CONNECTIONS >= 1000
+    fake_gemini.default = Script(chunks=["held"], stall_after=0, stall_s=3)
+    replies = 110
+    threads = [threading.Thread(target=lambda: list(stream())) for _ in range(replies)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 2.5  # before the first stalled reply ends
+    while len(fake_gemini.generate_requests()) < replies and time.monotonic() < deadline:
+        time.sleep(0.01)
+    arrived = len(fake_gemini.generate_requests())
+    for thread in threads:
+        thread.join(timeout=30)
+    assert arrived == replies

@@ -74,6 +74,7 @@ class Script:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 512  # a burst of connections is accepted, as Google's servers do
 
     def handle_error(self, request, client_address):
         # A client that hangs up mid-stream is part of the tests, not an error.
