@@ -82,7 +82,7 @@ def _resumed(body: Iterator[bytes]) -> Iterator[bytes]:
     yield from body
 
 
-def _events_of(reply: Message, *, user, after: int) -> Iterator[Event | None]:
+def _events_of(reply: Message, *, user, after: int) -> Iterator[list[Event] | None]:
     release_db_connection()  # a follower holds no connection while it waits
     run = registry.get(reply.pk)
     if run is not None:
@@ -93,16 +93,17 @@ def _events_of(reply: Message, *, user, after: int) -> Iterator[Event | None]:
         yield from _ended(reply, user=user, after=after)
 
 
-def _as_sse(source: Iterator[Event | None]) -> Iterator[bytes]:
+def _as_sse(source: Iterator[list[Event] | None]) -> Iterator[bytes]:
+    """The events read together, written together: one write (one send, one wake-up of the
+    client) for what a read found, not one per event; each is written as soon as read."""
     for item in source:
         if item is KEEP_ALIVE:
             yield sse.KEEP_ALIVE
         else:
-            event_id, data = item
-            yield sse.event(data, event_id)
+            yield b"".join(sse.event(data, event_id) for event_id, data in item)
 
 
-def _from_feed(feed, after: int) -> Iterator[Event | None]:
+def _from_feed(feed, after: int) -> Iterator[list[Event] | None]:
     while True:
         events = feed.read(after, timeout=settings.SSE_KEEPALIVE_S)
         if not events:
@@ -110,13 +111,13 @@ def _from_feed(feed, after: int) -> Iterator[Event | None]:
                 return
             yield KEEP_ALIVE
             continue
-        yield from events
+        yield events
         after = events[-1][0]
         if is_done(events[-1][1]):
             return
 
 
-def _from_shared_log(reply: Message, *, user, after: int) -> Iterator[Event | None]:
+def _from_shared_log(reply: Message, *, user, after: int) -> Iterator[list[Event] | None]:
     log = shared_log()
     quiet_since = checked_at = time.monotonic()
     while True:
@@ -124,7 +125,7 @@ def _from_shared_log(reply: Message, *, user, after: int) -> Iterator[Event | No
         events = log.read(reply.pk, after, wait)
         now = time.monotonic()
         if events:
-            yield from events
+            yield events
             after = events[-1][0]
             if is_done(events[-1][1]):
                 return
@@ -142,15 +143,15 @@ def _from_shared_log(reply: Message, *, user, after: int) -> Iterator[Event | No
                 return
 
 
-def _ended(reply: Message, *, user, after: int) -> Iterator[Event]:
+def _ended(reply: Message, *, user, after: int) -> Iterator[list[Event]]:
     """A reply that has ended: from its log while it lasts, else from the database."""
     events = shared_log().read(reply.pk, after, 0)
     if events and is_done(events[-1][1]):
-        yield from events
+        yield events
         return
     budget = budget_snapshot(user=user)
     release_db_connection()
-    yield from stored_events(reply, after=after, budget=budget)
+    yield stored_events(reply, after=after, budget=budget)
 
 
 def text_so_far(reply: Message) -> str:

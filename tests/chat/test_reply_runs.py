@@ -85,8 +85,12 @@ def test_resume_of_an_ended_reply_from_its_log(auth_client, chat, how):
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
-    raw = streamed_body(response)
+    chunks = list(response.streaming_content)
+    raw = b"".join(chunks)
     assert event_ids(raw) == list(range(5, 14))  # each event with its own id
+    # Read from the log together, written together: the resume's opening comment, then
+    # one write for the nine events (not one write, and one send, each).
+    assert len(chunks) == 2 and event_ids(chunks[1]) == list(range(5, 14))
     rest = parse_events(raw)
     assert rest == first[4:]  # the same events, the done included
     assert texts(first[:4]) + texts(rest) == Message.objects.get(pk=reply_id).content
