@@ -7,12 +7,13 @@ threshold alerts crossed) or released. If that fails because of the row, the tok
 settled on their own and the failure logged: the settle never depends on the reply row.
 
 On PostgreSQL a reply with usage to bill ends in one statement, one round trip in autocommit
-(`_END_SQL`): the reply's row locked while `streaming`, then billing's settle CTEs (the
-reservation and budget locked, the clamped charge, the settled hold, the ledger entry, the
-alerts; `settle_ctes`), and the reply saved with the charge as its `tokens_used`. The locks
-are taken in the ORM path's order (the reply's row, then the reservation and its budget).
-A hold found already settled (or gone) makes it write nothing; the transaction below then
-decides, as it does on SQLite and for a reply with nothing to bill (the hold released).
+(`_end_sql`, prepared: docs/decisions/0003): the reply's row locked while `streaming`, then
+billing's settle CTEs (the reservation and budget locked, the clamped charge, the settled
+hold, the ledger entry, the alerts; `settle_ctes`), and the reply saved with the charge as
+its `tokens_used`. The locks are taken in the ORM path's order (the reply's row, then the
+reservation and its budget). A hold found already settled (or gone) makes it write nothing;
+the transaction below then decides, as it does on SQLite and for a reply with nothing to
+bill (the hold released).
 """
 
 from __future__ import annotations

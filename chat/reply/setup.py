@@ -6,11 +6,12 @@ provider, the history, the budget reservation, the user's message, and the reply
 has two runs. Any refusal writes nothing.
 
 On PostgreSQL it is one statement, one round trip, in autocommit (no BEGIN/COMMIT)
-(`_SET_UP_SQL`): it locks the chat row, reads the checks' facts (the chat's owner and state,
-the caller's `is_active`, a reply generating), and only when they allow it reads the history
-(recent_turns' selection), takes the hold (billing's `hold_ctes`, the rules of
-`reserve_tokens`) and inserts the question and the reply's row; it returns the facts, so the
-same errors are raised in the same order as access_chat and the checks after it.
+(`_set_up_sql`, prepared: docs/decisions/0003): it locks the chat row, reads the checks'
+facts (the chat's owner and state, the caller's `is_active`, a reply generating), and only
+when they allow it reads the history (recent_turns' selection), takes the hold (billing's
+`hold_ctes`, the rules of `reserve_tokens`) and inserts the question and the reply's row; it
+returns the facts, so the same errors are raised in the same order as access_chat and the
+checks after it.
 
 The choice, and why the hold is the same amount as on the ORM path: the hold is made from
 the input estimate, which depends on the history (estimate_input_tokens). The statement
